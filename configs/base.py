@@ -1,0 +1,128 @@
+"""Shared defaults for every experiment. Not run directly: dataset configs build on it.
+
+Each section is owned by one part of the library:
+  data      -> data_prep/, gesture_jax/data/, gesture_jax/motion/ (joint set, fps, windows)
+  audio     -> gesture_jax/audio/ (feature extractor the model conditions on)
+  model     -> gesture_jax/models/ (denoiser shape)
+  diffusion -> gesture_jax/models/diffusion.py
+  train     -> gesture_jax/training/
+  mesh      -> gesture_jax/parallel/ (device mesh and sharding rules)
+  sample    -> gesture_jax/sampling/
+  eval      -> gesture_jax/eval/
+The returned ConfigDict is locked by each dataset config, so a typo such as
+`--config.model.dpeth=4` fails loudly instead of being ignored.
+"""
+import ml_collections
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = "base"
+    c.seed = 0
+
+    # ---- data: source files, motion representation, windows ---------------------------
+    c.data = ml_collections.ConfigDict()
+    c.data.dataset = "generic"        # one of: beat, zeggs, trinity, demo, generic
+    c.data.root = ""                  # folder of source BVH + WAV files
+    c.data.out = ""                   # folder of prepared ArrayRecord shards + manifest
+    c.data.fps = 20                   # model frame rate (reference: 20)
+    c.data.window_s = 20.0            # training window length (reference: 20 s = 400 frames)
+    c.data.stride_s = 10.0            # training window stride (reference: 10 s)
+    c.data.test_stride_s = 20.0       # held-out windows do not overlap
+    c.data.joints = []                # joint selection (names); empty = every joint
+    c.data.holdout = []               # file-name patterns (fnmatch) held out as the test split
+    c.data.val_fraction = 0.0         # fraction of training files used for validation loss
+    c.data.mirror = True              # add mirrored training windows
+    c.data.num_workers = 0            # preparation worker processes (0 = all cores)
+    c.data.random_crop_s = 0.0        # >0: train on random crops of this length
+    c.data.grain_workers = 0          # Grain worker processes (0 = in-process)
+    c.data.prefetch = 2               # Grain read-ahead batches
+    c.data.shuffle_buffer = 0         # (global shuffle is index-based; kept for API symmetry)
+
+    # ---- audio features ------------------------------------------------------------------
+    c.audio = ml_collections.ConfigDict()
+    c.audio.feature = "mel"           # "wavlm" (reference) or "mel" (needs no weights)
+    c.audio.sample_rate = 16000
+    c.audio.wavlm_dir = ""            # converted checkpoint (python -m data_prep.convert_wavlm)
+    c.audio.layer = 12                # hidden-state index (reference: 12)
+    c.audio.normalize_waveform = False  # whole-clip normalization (WavLM Large)
+    c.audio.n_mels = 80
+    c.audio.chunk_s = 30.0            # long files are encoded in overlapping chunks
+    c.audio.chunk_overlap_s = 5.0
+
+    # ---- model: the Persona-Gestor denoiser (reference shape in configs/beat.py) ---------
+    c.model = ml_collections.ConfigDict()
+    c.model.block = "reference"       # "reference" (AdaLN + RelMHSA + conformer conv) or "dit" (adaLN-Zero)
+    c.model.depth = 12
+    c.model.dim = 1280
+    c.model.heads = 16
+    c.model.mlp_ratio = 4.0
+    c.model.dropout = 0.1
+    c.model.attn_mask = "reference"   # "reference" (self and future hidden), "causal", "none"
+    c.model.max_len = 400             # relative-position table length
+    c.model.time_embed_dim = 2560     # sinusoidal table width
+    c.model.conv_kernel = 3           # conformer depthwise kernel
+    c.model.motion_in_kernel = 3
+    c.model.fuzzy = ml_collections.ConfigDict()
+    c.model.fuzzy.style_kernel = 500  # global style conv (reference: 768->768, k=500, dilation 2)
+    c.model.fuzzy.style_dilation = 2
+    c.model.fuzzy.down_kernel = 201   # down-sampler (reference: 768->1280, k=201, stride 2)
+    c.model.fuzzy.down_stride = 2
+    c.model.fuzzy.audio_fps = 50.0    # frame rate of the audio features the model reads
+    c.model.param_dtype = "float32"
+
+    # ---- diffusion -------------------------------------------------------------------------
+    c.diffusion = ml_collections.ConfigDict()
+    c.diffusion.num_steps = 1000
+    c.diffusion.schedule = "linear_sqrt"  # reference: betas = linspace(sqrt(b0), sqrt(b1))^2; or "cosine"
+    c.diffusion.beta_start = 1e-4
+    c.diffusion.beta_end = 0.08
+    c.diffusion.prediction = "eps"    # "eps", "x0" or "v"
+
+    # ---- training --------------------------------------------------------------------------
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 38
+    c.train.num_steps = 100_000
+    c.train.lr = 2e-4
+    c.train.weight_decay = 0.01
+    c.train.warmup_steps = 1000
+    c.train.warmup_init_factor = 8e-5  # warm-up starts at lr * this
+    c.train.clip_norm = 0.5
+    c.train.ema_decay = 0.0           # 0 = no EMA (reference)
+    c.train.compute_dtype = "float32" # or "bfloat16" (fp32 master weights either way)
+    c.train.grad_accum = 1
+    c.train.cond_dropout = 0.0        # >0 enables classifier-free guidance at sampling
+    c.train.checkpoint_every = 1000
+    c.train.keep_checkpoints = 3
+    c.train.log_every = 50
+    c.train.eval_every = 1000
+    c.train.eval_batches = 4
+
+    # ---- device mesh and sharding ------------------------------------------------------
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.shape = "data:-1,fsdp:1,tensor:1"  # -1 takes the remaining devices
+
+    # ---- sampling --------------------------------------------------------------------------
+    c.sample = ml_collections.ConfigDict()
+    c.sample.sampler = "ddpm"         # "ddpm" (reference), "ddim", "dpm-solver++"
+    c.sample.steps = 1000
+    c.sample.eta = 0.0
+    c.sample.guidance = 1.0
+    c.sample.overlap_s = 2.0          # long audio: overlap between consecutive windows
+    c.sample.batch_windows = 8
+
+    # ---- evaluation ------------------------------------------------------------------------
+    c.eval = ml_collections.ConfigDict()
+    c.eval.fgd_window = 34            # GENEA protocol: windows of n frames, stride n/2
+    c.eval.bc_sigma = 0.3
+    c.eval.bc_order = 7
+    c.eval.bc_threshold = 0.3
+    c.eval.bc_mask_frames = 60
+
+    return c
+
+
+def finalize(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Lock the config so unknown keys (typos) raise instead of silently doing nothing."""
+    c.lock()
+    return c

@@ -1,0 +1,47 @@
+"""The embedded default: a synthetic speech+gesture corpus and a small model, minutes on a CPU.
+
+    make demo        # = launch/demo.sh: corpus -> shards -> train -> generate BVH + MP4
+or step by step:
+    python -m data_prep.synthetic --config=configs/demo.py
+    python -m data_prep.prepare --config=configs/demo.py
+    python -m gesture_jax.train --config=configs/demo.py --workdir=runs/demo
+    python -m gesture_jax.generate --workdir=runs/demo --audio=data/demo_src/test --out=runs/demo/out --video
+"""
+from configs import base
+
+
+def get_config():
+    c = base.get_base_config()
+    c.name = "demo"
+    c.data.dataset = "demo"
+    c.data.root = "data/demo_src"
+    c.data.out = "data/demo"
+    c.data.window_s = 4.0
+    c.data.stride_s = 2.0
+    c.data.test_stride_s = 4.0
+    c.data.holdout = ["demo_test_*"]
+    c.audio.feature = "mel"
+
+    c.model.depth = 2
+    c.model.dim = 64
+    c.model.heads = 4
+    c.model.dropout = 0.0
+    c.model.max_len = 80
+    c.model.time_embed_dim = 128
+    c.model.fuzzy.style_kernel = 40
+    c.model.fuzzy.style_dilation = 2
+    c.model.fuzzy.down_kernel = 9
+    c.model.fuzzy.down_stride = 1
+    c.model.fuzzy.audio_fps = 20.0
+
+    c.diffusion.num_steps = 100
+    c.train.batch_size = 16
+    c.train.num_steps = 1500
+    c.train.lr = 1e-3
+    c.train.warmup_steps = 100
+    c.train.checkpoint_every = 250
+    c.train.log_every = 25
+    c.train.eval_every = 250
+    c.sample.steps = 100
+    c.sample.overlap_s = 1.0
+    return base.finalize(c)

@@ -1,0 +1,85 @@
+"""One ArrayRecord record = one training window, serialized without pickles.
+
+Records are msgpack maps. Arrays travel as ``{"dtype", "shape", "data"}`` with raw
+little-endian bytes, so a record can be read by any msgpack implementation and by
+nothing that executes code. The schema is versioned; readers reject other versions with
+a clear error rather than misinterpreting bytes.
+
+Window schema (DESIGN.md "Records"):
+    motion       [T, F] float32   standardized motion features at data.fps
+    audio        [T, A] float16   audio features aligned to the motion frames
+    file_id      str              source file stem
+    start_frame  int              first frame of the window in the source file (at data.fps)
+    mirrored     bool             left/right mirrored copy of the source motion
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import msgpack
+import numpy as np
+
+SCHEMA_VERSION = 1
+WINDOW_FIELDS = {
+    "motion": np.float32,
+    "audio": np.float16,
+    "file_id": str,
+    "start_frame": int,
+    "mirrored": bool,
+}
+
+
+class RecordError(ValueError):
+    """A record that does not follow the window schema."""
+
+
+def _pack_array(a: np.ndarray) -> dict[str, Any]:
+    a = np.ascontiguousarray(a)
+    return {"dtype": a.dtype.str.replace(">", "<"), "shape": list(a.shape),
+            "data": a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()}
+
+
+def _unpack_array(d: Mapping[str, Any]) -> np.ndarray:
+    return np.frombuffer(d["data"], dtype=np.dtype(d["dtype"])).reshape(d["shape"])
+
+
+def encode_window(window: Mapping[str, Any]) -> bytes:
+    """Serialize one window dict (see module docstring) to bytes."""
+    missing = set(WINDOW_FIELDS) - set(window)
+    if missing:
+        raise RecordError(f"window is missing fields {sorted(missing)}")
+    motion = np.asarray(window["motion"], np.float32)
+    audio = np.asarray(window["audio"], np.float16)
+    if motion.ndim != 2 or audio.ndim != 2:
+        raise RecordError(f"motion and audio must be [T, C]; got {motion.shape} and {audio.shape}")
+    if motion.shape[0] != audio.shape[0]:
+        raise RecordError(f"motion has {motion.shape[0]} frames but audio has {audio.shape[0]}")
+    if not np.isfinite(motion).all() or not np.isfinite(audio).all():
+        raise RecordError(f"window {window['file_id']}@{window['start_frame']} contains NaN/inf")
+    payload = {
+        "v": SCHEMA_VERSION,
+        "motion": _pack_array(motion),
+        "audio": _pack_array(audio),
+        "file_id": str(window["file_id"]),
+        "start_frame": int(window["start_frame"]),
+        "mirrored": bool(window["mirrored"]),
+    }
+    return msgpack.packb(payload, use_bin_type=True)
+
+
+def decode_window(raw: bytes) -> dict[str, Any]:
+    """Inverse of :func:`encode_window`; arrays are read-only views of ``raw``."""
+    try:
+        d = msgpack.unpackb(raw, raw=False)
+    except Exception as e:  # msgpack raises several unrelated types
+        raise RecordError(f"record is not valid msgpack: {e}") from e
+    if not isinstance(d, dict) or d.get("v") != SCHEMA_VERSION:
+        raise RecordError(f"record schema version {getattr(d, 'get', lambda _: None)('v')!r} "
+                          f"is not {SCHEMA_VERSION}; re-run data_prep.prepare")
+    return {
+        "motion": _unpack_array(d["motion"]),
+        "audio": _unpack_array(d["audio"]),
+        "file_id": d["file_id"],
+        "start_frame": d["start_frame"],
+        "mirrored": d["mirrored"],
+    }
