@@ -38,6 +38,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.grain_workers = 0          # Grain worker processes (0 = in-process)
     c.data.prefetch = 2               # Grain read-ahead batches
     c.data.shuffle_buffer = 0         # (global shuffle is index-based; kept for API symmetry)
+    c.data.records_per_shard = 1024   # windows per ArrayRecord shard (prepare)
 
     # ---- audio features ------------------------------------------------------------------
     c.audio = ml_collections.ConfigDict()

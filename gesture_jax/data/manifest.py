@@ -1,0 +1,180 @@
+"""manifest.json: what a prepared dataset folder holds, and the check that it fits a config.
+
+Training reads shapes (motion feature dimension, audio dimension, window length) from the
+manifest instead of recomputing them, so a stale or mismatched data folder must fail
+before the first step with a message naming the folder and the mismatch, not as a shape
+error deep inside a jitted function.
+
+Layout (CONTRACTS.md): ``data.out/manifest.json``, ``data.out/motion_pipeline/``,
+``data.out/{split}-{i:05d}-of-{n:05d}.array_record``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+from gesture_jax.data import records, shards
+
+MANIFEST_NAME = "manifest.json"
+PIPELINE_DIR = "motion_pipeline"
+MANIFEST_SCHEMA = "gesture_jax.windows"
+MANIFEST_VERSION = 1
+
+
+class ManifestError(ValueError):
+    """A prepared-data folder that is missing, corrupt, or does not match the config."""
+
+
+def window_frames(cfg_data: ml_collections.ConfigDict) -> int:
+    """Frames per window: window_s * fps (must be a whole number)."""
+    return seconds_to_frames(cfg_data.window_s, cfg_data.fps, "window_s")
+
+
+def seconds_to_frames(seconds: float, fps: float, what: str) -> int:
+    n = seconds * fps
+    if n <= 0 or not math.isclose(n, round(n), abs_tol=1e-6):
+        raise ManifestError(f"data.{what}={seconds} s at {fps} fps is not a positive whole number of frames")
+    return int(round(n))
+
+
+def config_to_json(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The config as plain JSON values (recorded in the manifest for provenance)."""
+    return json.loads(json.dumps(cfg.to_dict(), default=str, sort_keys=True))
+
+
+def save_manifest(data_out: str | Path, manifest: dict[str, Any]) -> Path:
+    """Write ``manifest.json`` atomically with sorted keys (byte-stable across runs)."""
+    path = Path(data_out) / MANIFEST_NAME
+    shards.atomic_write_bytes(path, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+    return path
+
+
+def read_manifest(data_out: str | Path) -> dict[str, Any]:
+    """Parse manifest.json without checking it against a config."""
+    path = Path(data_out) / MANIFEST_NAME
+    if not path.is_file():
+        raise ManifestError(f"{path} does not exist: prepare the data first "
+                            f"(python -m data_prep.prepare --config=...)")
+    try:
+        m = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{path}: not valid JSON ({e}); re-run data_prep.prepare") from e
+    if not isinstance(m, dict) or m.get("schema") != MANIFEST_SCHEMA:
+        raise ManifestError(f"{path}: not a gesture_jax manifest (schema {m.get('schema')!r})")
+    if m.get("manifest_version") != MANIFEST_VERSION or m.get("record_schema_version") != records.SCHEMA_VERSION:
+        raise ManifestError(f"{path}: manifest version {m.get('manifest_version')} / record schema "
+                            f"{m.get('record_schema_version')} is not {MANIFEST_VERSION} / "
+                            f"{records.SCHEMA_VERSION}; re-run data_prep.prepare")
+    return m
+
+
+def _mismatch(path: Path, key: str, have: Any, want: Any) -> ManifestError:
+    return ManifestError(f"{path}: {key} is {have!r} in the prepared data but {want!r} in the config; "
+                         f"re-run data_prep.prepare with this config or point data.out elsewhere")
+
+
+def validate_against_config(m: dict[str, Any], cfg: ml_collections.ConfigDict, path: Path) -> None:
+    """Raise :class:`ManifestError` when the prepared data cannot serve ``cfg``."""
+    d, a = cfg.data, cfg.audio
+    if m["fps"] != d.fps:
+        raise _mismatch(path, "fps", m["fps"], d.fps)
+    if m["window_frames"] != window_frames(d):
+        raise _mismatch(path, "window (frames)", m["window_frames"], window_frames(d))
+    if not math.isclose(m["stride_s"], d.stride_s):
+        raise _mismatch(path, "stride_s", m["stride_s"], d.stride_s)
+    if list(m["motion"]["joints"]) != list(d.joints):
+        raise _mismatch(path, "data.joints", m["motion"]["joints"], list(d.joints))
+    if m["audio"]["feature"] != a.feature:
+        raise _mismatch(path, "audio feature", m["audio"]["feature"], a.feature)
+    if a.feature == "mel" and m["audio"]["dim"] != a.n_mels:
+        raise _mismatch(path, "audio feature dim (n_mels)", m["audio"]["dim"], a.n_mels)
+    if a.feature == "wavlm" and m["audio"].get("layer") != a.layer:
+        raise _mismatch(path, "WavLM layer", m["audio"].get("layer"), a.layer)
+    if len(m["motion"]["feature_names"]) != m["motion"]["feature_dim"]:
+        raise ManifestError(f"{path}: {len(m['motion']['feature_names'])} feature names for "
+                            f"feature_dim {m['motion']['feature_dim']}: corrupt manifest")
+    if d.random_crop_s and d.random_crop_s > d.window_s:
+        raise ManifestError(f"data.random_crop_s={d.random_crop_s} is longer than data.window_s={d.window_s}")
+
+
+def check_split(data_out: str | Path, m: dict[str, Any], split: str) -> list[Path]:
+    """Check one split's shards (present, sizes, counts, a decodable first/last record).
+
+    Returns the shard paths in order. Raises ManifestError / ShardError / RecordError.
+    """
+    data_out = Path(data_out)
+    path = data_out / MANIFEST_NAME
+    if split not in m["splits"]:
+        raise ManifestError(f"{path}: no split {split!r} (have {sorted(m['splits'])})")
+    info = m["splits"][split]
+    if info["num_windows"] == 0 or not info["shards"]:
+        raise ManifestError(f"{path}: split {split!r} is empty (0 windows from {len(info['files'])} "
+                            f"files): check data.holdout and the source folder")
+    T, F, A = m["window_frames"], m["motion"]["feature_dim"], m["audio"]["dim"]
+    out = []
+    for s in info["shards"]:
+        p = data_out / s["path"]
+        for raw in shards.check_shard(p, num_records=s["num_records"], num_bytes=s["num_bytes"]):
+            try:
+                w = records.decode_window(raw)
+            except records.RecordError as e:
+                raise shards.ShardError(f"{p}: corrupt record ({e})") from e
+            if w["motion"].shape != (T, F) or w["audio"].shape != (T, A):
+                raise ManifestError(f"{p}: record shapes motion {w['motion'].shape} audio "
+                                    f"{w['audio'].shape}, manifest says ({T},{F}) and ({T},{A})")
+        out.append(p)
+    if sum(s["num_records"] for s in info["shards"]) != info["num_windows"]:
+        raise ManifestError(f"{path}: split {split!r} shard record counts do not add up to num_windows")
+    return out
+
+
+def load_manifest(data_out: str | Path, cfg: ml_collections.ConfigDict,
+                  splits: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read ``data_out/manifest.json``, check it against ``cfg`` and check ``splits``' shards."""
+    m = read_manifest(data_out)
+    path = Path(data_out) / MANIFEST_NAME
+    validate_against_config(m, cfg, path)
+    if not (Path(data_out) / m["motion"]["pipeline"]).is_dir():
+        raise ManifestError(f"{Path(data_out) / m['motion']['pipeline']}: motion pipeline folder is missing")
+    for split in splits:
+        check_split(data_out, m, split)
+    return m
+
+
+def new_manifest(cfg: ml_collections.ConfigDict, *, feature_names: list[str], audio_feature: str,
+                 audio_dim: int, splits: dict[str, dict[str, Any]], skipped: list[dict[str, str]],
+                 source_root: str) -> dict[str, Any]:
+    """Assemble manifest.json's content.
+
+    ``splits[name]`` = {"num_windows", "shards": [{"path","num_records","num_bytes"}],
+    "files": [{"file_id","bvh","wav","sha256": {"bvh","wav"},"num_frames","num_windows"}]}.
+    """
+    d = cfg.data
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "manifest_version": MANIFEST_VERSION,
+        "record_schema_version": records.SCHEMA_VERSION,
+        "record_fields": {"motion": "[T,F] float32 standardized (motion_pipeline)",
+                          "audio": "[T,A] float16, frame k <-> time (start_frame + k) / fps",
+                          "file_id": "str", "start_frame": "int (frames at fps)", "mirrored": "bool"},
+        "dataset": d.dataset,
+        "fps": d.fps,
+        "window_s": d.window_s,
+        "window_frames": window_frames(d),
+        "stride_s": d.stride_s,
+        "test_stride_s": d.test_stride_s,
+        "mirror": bool(d.mirror),
+        "motion": {"feature_dim": len(feature_names), "feature_names": list(feature_names),
+                   "joints": list(d.joints), "pipeline": PIPELINE_DIR},
+        "audio": {"feature": audio_feature, "dim": int(audio_dim), "sample_rate": cfg.audio.sample_rate,
+                  **({"layer": cfg.audio.layer} if audio_feature == "wavlm" else {})},
+        "splits": splits,
+        "counts": {k: v["num_windows"] for k, v in splits.items()},
+        "skipped": skipped,
+        "source_root": source_root,
+        "config": config_to_json(cfg),
+    }
