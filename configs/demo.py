@@ -7,6 +7,8 @@ or step by step:
     python -m gesture_jax.train --config=configs/demo.py --workdir=runs/demo
     python -m gesture_jax.generate --workdir=runs/demo --audio=data/demo_src/test --out=runs/demo/out --video
 """
+import ml_collections
+
 from configs import base
 
 
@@ -20,6 +22,8 @@ def get_config():
     c.data.stride_s = 2.0
     c.data.test_stride_s = 4.0
     c.data.holdout = ["demo_test_*"]
+    # corpus written by data_prep.synthetic (file i uses seed (seed, i); 16 kHz WAV + 30 fps BVH)
+    c.data.synthetic = ml_collections.ConfigDict({"num_train": 10, "num_test": 2, "duration_s": 24.0, "seed": 0})
     c.audio.feature = "mel"
 
     c.model.depth = 2

@@ -1,0 +1,420 @@
+"""Prepare a dataset: paired BVH + WAV files -> ArrayRecord window shards + manifest.json.
+
+    python -m data_prep.prepare --config=configs/<beat|zeggs|trinity|demo>.py \\
+        [--config.data.root=SRC --config.data.out=DST] [--num_shards=N --shard_index=i]
+
+Stages (each file's result is written atomically under ``DST/work/``, so a killed run
+restarted with the same command skips finished files and ends with the same bytes):
+
+ 1. discover + pair (data_prep.datasets), splits by holdout; unpaired / misnamed files
+    are listed in the manifest's ``skipped``, never fatal. A fingerprint of the settings
+    and the file list is kept in ``work/fingerprint.json``; rerunning into the same DST
+    with other settings is refused instead of silently mixing results.
+ 2. per training file: read BVH, check the WAV, ``MotionPipeline.file_stats`` (plain and
+    mirrored) -> ``work/stats/<id>.npz``. Unreadable files -> ``work/stats/<id>.error.json``.
+ 3. fit the motion pipeline on the training stats only (``fit_from_stats``, files in
+    natural order) -> ``DST/motion_pipeline/``.
+ 4. per file: motion features (and mirrored copy for train), audio features
+    (``make_extractor(cfg.audio, fps)``, frame k <-> k/fps), windows of ``window_s``
+    with ``stride_s`` (test: ``test_stride_s``), encoded records -> ``work/windows/<id>.array_record``
+    + ``<id>.json`` (written last: its presence marks the file done).
+ 5. (shard_index 0) concatenate the windows of each split in natural file order (for
+    train: each file's plain windows, then its mirrored ones) into
+    ``{split}-{i:05d}-of-{n:05d}.array_record`` of ``data.records_per_shard`` windows,
+    then ``manifest.json``.
+
+Parallelism: stages 2 and 4 run in ``data.num_workers`` processes (0 = every core; 1 =
+in this process). Several machines sharing DST: run the same command with
+``--num_shards=N --shard_index=i`` on each; machine i takes files i, i+N, ... (natural
+order over all splits). A machine that needs results of another (the fit needs every
+training file's stats; shard_index 0 assembles the shards) polls for them for up to
+``--wait_s`` seconds; rerun it once the others finish if it gave up.
+
+WavLM features on a GPU: every worker process loads the encoder, so use
+``--config.data.num_workers=1`` there (workers do not preallocate GPU memory).
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import ml_collections
+import numpy as np
+
+from data_prep import datasets, stats_io
+from gesture_jax.data import manifest as manifest_lib
+from gesture_jax.data import records, shards
+
+# data.* keys that do not change the prepared bytes (paths, training-time reading options)
+_NOT_FINGERPRINTED = {"root", "out", "num_workers", "random_crop_s", "grain_workers", "prefetch",
+                      "shuffle_buffer", "synthetic"}
+POLL_S = 5.0
+
+
+class PrepareError(RuntimeError):
+    """Preparation cannot go on (wrong folder, mismatched earlier run, no usable files)."""
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _work(out: Path) -> Path:
+    return out / "work"
+
+
+def _stats_path(out: Path, fid: str) -> Path:
+    return _work(out) / "stats" / f"{fid}.npz"
+
+
+def _stats_error_path(out: Path, fid: str) -> Path:
+    return _work(out) / "stats" / f"{fid}.error.json"
+
+
+def _win_records_path(out: Path, fid: str) -> Path:
+    return _work(out) / "windows" / f"{fid}.array_record"
+
+
+def _win_meta_path(out: Path, fid: str) -> Path:
+    return _work(out) / "windows" / f"{fid}.json"
+
+
+def _json_bytes(x: Any) -> bytes:
+    return (json.dumps(x, indent=1, sort_keys=True) + "\n").encode()
+
+
+def fingerprint(cfg: ml_collections.ConfigDict, splits: dict[str, list[datasets.SourcePair]]) -> dict:
+    """What the prepared bytes depend on, besides the source files' contents."""
+    data = {k: v for k, v in manifest_lib.config_to_json(cfg)["data"].items() if k not in _NOT_FINGERPRINTED}
+    audio = {k: v for k, v in manifest_lib.config_to_json(cfg)["audio"].items() if k != "wavlm_dir"}
+    files = [[p.file_id, s, p.bvh, p.wav] for s, ps in sorted(splits.items()) for p in ps]
+    return {"data": data, "audio": audio, "files": files, "record_schema_version": records.SCHEMA_VERSION}
+
+
+def _check_fingerprint(out: Path, fp: dict) -> None:
+    path = _work(out) / "fingerprint.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != fp:
+            diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
+            raise PrepareError(f"{out} holds a preparation with other settings or source files "
+                               f"(differs in {diff}); delete {out} or choose another data.out")
+    else:
+        shards.atomic_write_bytes(path, _json_bytes(fp))
+
+
+def window_starts(num_frames: int, window: int, stride: int) -> list[int]:
+    """Start frames of full windows: 0, stride, ... while start + window <= num_frames."""
+    return list(range(0, num_frames - window + 1, stride)) if num_frames >= window else []
+
+
+# ------------------------------------------------------------------ per-process workers
+# Each worker process builds the (unfitted or fitted) motion pipeline and the audio
+# extractor once and keeps them in _STATE.
+
+_STATE: dict[str, Any] = {}
+
+
+def _init_worker(cfg_dict: dict, out: str) -> None:
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    _STATE.clear()
+    _STATE["cfg"] = ml_collections.ConfigDict(cfg_dict)
+    _STATE["out"] = Path(out)
+
+
+def _root() -> Path:
+    return Path(_STATE["cfg"].data.root)
+
+
+def _unfitted_pipeline():
+    if "pipe0" not in _STATE:
+        from gesture_jax.motion.pipeline import MotionPipeline
+        _STATE["pipe0"] = MotionPipeline.from_config(_STATE["cfg"].data)
+    return _STATE["pipe0"]
+
+
+def _fitted_pipeline():
+    if "pipe" not in _STATE:
+        from gesture_jax.motion.pipeline import MotionPipeline
+        _STATE["pipe"] = MotionPipeline.load(_STATE["out"] / manifest_lib.PIPELINE_DIR)
+    return _STATE["pipe"]
+
+
+def _extractor():
+    if "extractor" not in _STATE:
+        from gesture_jax.audio.features import make_extractor
+        cfg = _STATE["cfg"]
+        _STATE["extractor"] = make_extractor(cfg.audio, cfg.data.fps)
+    return _STATE["extractor"]
+
+
+def _reason(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+def stats_job(pair: datasets.SourcePair) -> tuple[str, str | None]:
+    """Stage 2 for one training file. Returns (file_id, error or None)."""
+    from gesture_jax.audio.io import load_audio
+    from gesture_jax.motion.bvh import read_bvh
+    cfg, out = _STATE["cfg"], _STATE["out"]
+    try:
+        bvh = read_bvh(_root() / pair.bvh)
+        load_audio(_root() / pair.wav, sr=cfg.audio.sample_rate)  # unreadable audio: skip the take
+        pipe = _unfitted_pipeline()
+        stats = [pipe.file_stats(bvh, mirror=False)]
+        if cfg.data.mirror:
+            stats.append(pipe.file_stats(bvh, mirror=True))
+        shards.atomic_write_bytes(_stats_path(out, pair.file_id), stats_io.stats_to_bytes(stats))
+        return pair.file_id, None
+    except Exception as e:  # any unreadable source is reported and skipped, never fatal
+        err = {"path": pair.bvh, "reason": _reason(e)}
+        shards.atomic_write_bytes(_stats_error_path(out, pair.file_id), _json_bytes(err))
+        return pair.file_id, err["reason"]
+
+
+def windows_job(item: tuple[datasets.SourcePair, str]) -> tuple[str, str | None]:
+    """Stage 4 for one file of any split. Returns (file_id, error or None)."""
+    from gesture_jax.audio.io import load_audio
+    from gesture_jax.motion.bvh import read_bvh
+    pair, split = item
+    cfg, out = _STATE["cfg"], _STATE["out"]
+    d = cfg.data
+    meta: dict[str, Any] = {"file_id": pair.file_id, "split": split, "bvh": pair.bvh, "wav": pair.wav}
+    try:
+        sha = {"bvh": shards.sha256_file(_root() / pair.bvh), "wav": shards.sha256_file(_root() / pair.wav)}
+        bvh = read_bvh(_root() / pair.bvh)
+        wave = load_audio(_root() / pair.wav, sr=cfg.audio.sample_rate)
+        pipe, ext = _fitted_pipeline(), _extractor()
+        audio = np.asarray(ext(wave), np.float32)                      # [M, A]
+        variants = [False] + ([True] if split == "train" and d.mirror else [])
+        motions = [np.asarray(pipe.transform(bvh, mirror=m), np.float32) for m in variants]  # [N, F]
+        n_frames = min(motions[0].shape[0], audio.shape[0])
+        T = manifest_lib.window_frames(d)
+        stride_s = d.test_stride_s if split == "test" else d.stride_s
+        starts = window_starts(n_frames, T, manifest_lib.seconds_to_frames(stride_s, d.fps, "stride_s"))
+        recs = [records.encode_window({"motion": mo[s:s + T], "audio": audio[s:s + T], "file_id": pair.file_id,
+                                       "start_frame": s, "mirrored": mir})
+                for mir, mo in zip(variants, motions) for s in starts]
+        shards.write_records(_win_records_path(out, pair.file_id), recs)
+        meta.update(status="ok", sha256=sha, motion_frames=int(motions[0].shape[0]),
+                    audio_frames=int(audio.shape[0]), num_frames=int(n_frames), num_windows=len(recs),
+                    audio_feature=ext.name, audio_dim=int(ext.dim))
+        if not starts:
+            meta.update(status="skipped", reason=f"shorter than one window ({n_frames} < {T} frames)")
+        elif abs(motions[0].shape[0] - audio.shape[0]) > d.fps:
+            meta["warning"] = (f"motion has {motions[0].shape[0]} frames and audio {audio.shape[0]} "
+                               f"at {d.fps} fps; windows use the common start")
+    except Exception as e:  # any unreadable source is reported and skipped, never fatal
+        meta.update(status="skipped", reason=_reason(e))
+    shards.atomic_write_bytes(_win_meta_path(out, pair.file_id), _json_bytes(meta))
+    return pair.file_id, meta.get("reason")
+
+
+def _run_jobs(fn: Callable, items: Sequence, cfg: ml_collections.ConfigDict, out: Path, desc: str,
+              progress: bool) -> None:
+    """Run ``fn`` over ``items`` in data.num_workers processes (1: here), with a progress bar."""
+    from tqdm import tqdm
+    if not items:
+        return
+    n = cfg.data.num_workers or os.cpu_count() or 1
+    n = max(1, min(n, len(items)))
+    args = (cfg.to_dict(), str(out))
+    bar = tqdm(total=len(items), desc=desc, unit="file", disable=not progress, file=sys.stderr)
+    failed = []
+    if n == 1:
+        _init_worker(*args)
+        for it in items:
+            fid, err = fn(it)
+            failed += [f"{fid}: {err}"] if err else []
+            bar.update()
+    else:
+        ctx = multiprocessing.get_context("spawn")  # no fork after jax/threads started
+        with ctx.Pool(n, initializer=_init_worker, initargs=args) as pool:
+            for fid, err in pool.imap_unordered(fn, items):
+                failed += [f"{fid}: {err}"] if err else []
+                bar.update()
+    bar.close()
+    for f in failed:
+        print(f"[prepare] skipped {f}", file=sys.stderr)
+
+
+def _wait_for(paths: Callable[[], list[Path]], what: str, wait_s: float) -> None:
+    """Poll until every path exists (results of other machines), or raise after wait_s."""
+    t0 = time.monotonic()
+    while True:
+        missing = [p for p in paths() if not p.exists()]
+        if not missing:
+            return
+        if time.monotonic() - t0 > wait_s:
+            raise PrepareError(f"gave up after {wait_s:.0f} s waiting for {len(missing)} {what} from the "
+                               f"other --shard_index runs (e.g. {missing[0]}); rerun this command when they finish")
+        time.sleep(POLL_S)
+
+
+# ------------------------------------------------------------------------------- stages
+
+def fit_pipeline(cfg: ml_collections.ConfigDict, out: Path, train: Sequence[datasets.SourcePair]):
+    """Stage 3: fit on every readable training file's stats; saved once (atomic folder)."""
+    from gesture_jax.motion.pipeline import MotionPipeline
+    dst = out / manifest_lib.PIPELINE_DIR
+    if dst.is_dir():
+        return MotionPipeline.load(dst)
+    stats = []
+    for p in train:
+        sp = _stats_path(out, p.file_id)
+        if sp.is_file():
+            stats += stats_io.stats_from_bytes(sp.read_bytes())
+    if not stats:
+        raise PrepareError(f"no readable training file under {cfg.data.root}: cannot fit the motion pipeline "
+                           f"(see {_work(out) / 'stats'} for the reasons)")
+    pipe = MotionPipeline.from_config(cfg.data)
+    pipe.fit_from_stats(stats)
+    tmp = out / f"{manifest_lib.PIPELINE_DIR}.tmp-{os.getpid()}"
+    pipe.save(tmp)
+    try:
+        os.rename(tmp, dst)
+    except OSError:  # another machine saved the same fit first
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+    return MotionPipeline.load(dst)
+
+
+def _split_records(out: Path, metas: list[dict]) -> Callable[[int, int], list[bytes]]:
+    """read(start, stop) -> records [start, stop) of the split's concatenated windows."""
+    bounds = np.cumsum([0] + [m["num_windows"] for m in metas])
+
+    def read(start: int, stop: int) -> list[bytes]:
+        got: list[bytes] = []
+        for k, m in enumerate(metas):
+            a, b = max(start, bounds[k]), min(stop, bounds[k + 1])
+            if a < b:
+                recs = shards.read_records(_win_records_path(out, m["file_id"]))
+                got += recs[a - bounds[k]:b - bounds[k]]
+        return got
+
+    return read
+
+
+def assemble(cfg: ml_collections.ConfigDict, out: Path, disc: datasets.Discovery,
+             splits: dict[str, list[datasets.SourcePair]], pipe) -> dict:
+    """Stage 5: shards per split + manifest.json (only shard_index 0 runs this)."""
+    skipped = list(disc.skipped)
+    split_info: dict[str, dict] = {}
+    audio_name, audio_dim = None, None
+    for split, pairs in splits.items():
+        metas = []
+        for p in pairs:
+            err = _stats_error_path(out, p.file_id)
+            if split == "train" and err.is_file():
+                skipped.append(json.loads(err.read_text()))
+                continue
+            m = json.loads(_win_meta_path(out, p.file_id).read_text())
+            if m["status"] != "ok":
+                skipped.append({"path": p.bvh, "reason": m["reason"]})
+                continue
+            audio_name, audio_dim = m["audio_feature"], m["audio_dim"]
+            metas.append(m)
+        total = sum(m["num_windows"] for m in metas)
+        info = write_split(out, split, total, _split_records(out, metas), cfg.data.records_per_shard)
+        files = [{k: m[k] for k in ("file_id", "bvh", "wav", "sha256", "num_frames", "num_windows")
+                  | ({"warning"} & set(m))} for m in metas]
+        split_info[split] = {"num_windows": total, "num_files": len(metas), "shards": info, "files": files}
+    if audio_name is None:
+        raise PrepareError(f"no usable file under {cfg.data.root}; skipped: {skipped[:5]}")
+    skipped.sort(key=lambda s: s["path"])
+    m = manifest_lib.new_manifest(cfg, feature_names=list(pipe.feature_names), audio_feature=audio_name,
+                                  audio_dim=audio_dim, splits=split_info, skipped=skipped,
+                                  source_root=str(cfg.data.root))
+    manifest_lib.save_manifest(out, m)
+    return m
+
+
+def write_split(out: Path, split: str, total: int, read: Callable[[int, int], list[bytes]],
+                records_per_shard: int) -> list[dict]:
+    """Shards of one split, streamed shard by shard (bounded memory); finished ones kept."""
+    if total == 0:
+        return []
+    count = max(1, -(-total // max(1, int(records_per_shard))))
+    per = -(-total // count)
+    count = -(-total // per)
+    info = []
+    for i in range(count):
+        a, b = i * per, min(total, (i + 1) * per)
+        path = out / shards.shard_name(split, i, count)
+        if not (path.is_file() and shards.count_records(path) == b - a):
+            shards.write_records(path, read(a, b))
+        info.append({"path": path.name, "num_records": b - a, "num_bytes": path.stat().st_size})
+    return info
+
+
+def run_prepare(cfg: ml_collections.ConfigDict, *, num_shards: int = 1, shard_index: int = 0,
+                wait_s: float = 86400.0, progress: bool = True) -> dict | None:
+    """Prepare ``cfg.data.root`` into ``cfg.data.out``; returns the manifest (None on shard_index > 0)."""
+    if not 0 <= shard_index < num_shards:
+        raise PrepareError(f"--shard_index={shard_index} is not in [0, --num_shards={num_shards})")
+    if not cfg.data.root or not cfg.data.out:
+        raise PrepareError("set data.root (source files) and data.out (prepared shards)")
+    out = Path(cfg.data.out)
+    disc = datasets.discover(cfg.data.dataset, cfg.data.root)
+    splits = datasets.assign_splits(cfg.data.dataset, disc.pairs, list(cfg.data.holdout), cfg.data.val_fraction)
+    if not splits["train"]:
+        raise PrepareError(f"{cfg.data.root}: no paired training files ({len(disc.pairs)} pairs, "
+                           f"{len(disc.skipped)} skipped; holdout {list(cfg.data.holdout)})")
+    for s in disc.skipped:
+        print(f"[prepare] skipped {s['path']}: {s['reason']}", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_fingerprint(out, fingerprint(cfg, splits))
+
+    order = {p.file_id: i for i, p in enumerate(disc.pairs)}
+    mine = lambda p: order[p.file_id] % num_shards == shard_index  # noqa: E731
+    train = splits["train"]
+
+    # stage 2: stats of my training files, then wait for the others' (multi-machine)
+    todo = [p for p in train if mine(p) and not _stats_path(out, p.file_id).is_file()
+            and not _stats_error_path(out, p.file_id).is_file()]
+    if not (out / manifest_lib.PIPELINE_DIR).is_dir():
+        _run_jobs(stats_job, todo, cfg, out, "motion stats", progress)
+        _wait_for(lambda: [_stats_path(out, q.file_id) for q in train
+                           if not _stats_error_path(out, q.file_id).is_file()], "training-file stats", wait_s)
+    pipe = fit_pipeline(cfg, out, train)
+
+    # stage 4: windows of my files (all splits)
+    items = [(p, s) for s, ps in splits.items() for p in ps]
+    items.sort(key=lambda it: order[it[0].file_id])
+    todo = [(p, s) for p, s in items if mine(p) and not _win_meta_path(out, p.file_id).is_file()
+            and not (s == "train" and _stats_error_path(out, p.file_id).is_file())]
+    _run_jobs(windows_job, todo, cfg, out, "windows", progress)
+    if shard_index != 0:
+        print(f"[prepare] shard {shard_index}/{num_shards} done; shard 0 assembles the shards", file=sys.stderr)
+        return None
+    _wait_for(lambda: [_win_meta_path(out, p.file_id) for p, s in items
+                       if not (s == "train" and _stats_error_path(out, p.file_id).is_file())],
+              "prepared files", wait_s)
+    return assemble(cfg, out, disc, splits, pipe)
+
+
+def main(argv: Sequence[str]) -> None:
+    del argv
+    t0 = time.perf_counter()
+    m = run_prepare(_CONFIG.value, num_shards=_NUM_SHARDS.value, shard_index=_SHARD_INDEX.value,
+                    wait_s=_WAIT_S.value)
+    if m is not None:
+        print(json.dumps({"out": str(_CONFIG.value.data.out), "counts": m["counts"],
+                          "motion_dim": m["motion"]["feature_dim"], "audio_dim": m["audio"]["dim"],
+                          "skipped": len(m["skipped"]), "elapsed_s": round(time.perf_counter() - t0, 2)}))
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    _CONFIG = config_flags.DEFINE_config_file("config", None, "dataset config, e.g. configs/demo.py",
+                                              lock_config=True)
+    _NUM_SHARDS = flags.DEFINE_integer("num_shards", 1, "machines sharing the preparation")
+    _SHARD_INDEX = flags.DEFINE_integer("shard_index", 0, "this machine's index in [0, num_shards)")
+    _WAIT_S = flags.DEFINE_float("wait_s", 86400.0, "how long to wait for other machines' results")
+    flags.mark_flag_as_required("config")
+    app.run(main)
