@@ -319,8 +319,8 @@ def assemble(cfg: ml_collections.ConfigDict, out: Path, disc: datasets.Discovery
             metas.append(m)
         total = sum(m["num_windows"] for m in metas)
         info = write_split(out, split, total, _split_records(out, metas), cfg.data.records_per_shard)
-        files = [{k: m[k] for k in ("file_id", "bvh", "wav", "sha256", "num_frames", "num_windows")
-                  | ({"warning"} & set(m))} for m in metas]
+        keys = ("file_id", "bvh", "wav", "sha256", "num_frames", "num_windows", "warning")
+        files = [{k: m[k] for k in keys if k in m} for m in metas]
         split_info[split] = {"num_windows": total, "num_files": len(metas), "shards": info, "files": files}
     if audio_name is None:
         raise PrepareError(f"no usable file under {cfg.data.root}; skipped: {skipped[:5]}")
