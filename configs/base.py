@@ -71,6 +71,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.fuzzy.down_stride = 2
     c.model.fuzzy.audio_fps = 50.0    # frame rate of the audio features the model reads
     c.model.param_dtype = "float32"
+    c.model.null_cond = True          # learned "no audio" embedding for classifier-free guidance (not in the reference)
 
     # ---- diffusion -------------------------------------------------------------------------
     c.diffusion = ml_collections.ConfigDict()
@@ -98,10 +99,19 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.train.log_every = 50
     c.train.eval_every = 1000
     c.train.eval_batches = 4
+    c.train.async_checkpoint = True   # write checkpoints in the background
 
     # ---- device mesh and sharding ------------------------------------------------------
     c.mesh = ml_collections.ConfigDict()
     c.mesh.shape = "data:-1,fsdp:1,tensor:1"  # -1 takes the remaining devices
+    # (regex on the parameter path, tactic); first match wins. Tactics: "replicate", "fsdp",
+    # "fsdp+tensor" (last dim over tensor, largest other over fsdp), or an explicit spec per
+    # dimension like "-,fsdp,tensor". Axes that do not divide a dimension are dropped.
+    c.mesh.rules = [
+        (r"(kernel|embedding|weight)$", "fsdp+tensor"),  # dense and conv weights
+        (r".*", "replicate"),                             # biases, norms, scalars
+    ]
+    c.mesh.min_shard_size = 2 ** 14   # smaller arrays are replicated
 
     # ---- sampling --------------------------------------------------------------------------
     c.sample = ml_collections.ConfigDict()

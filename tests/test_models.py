@@ -1,0 +1,174 @@
+"""Denoiser building blocks and the demo-size model: shapes, masks, attention scaling, BatchNorm, DiT, CFG."""
+import math
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+import pytest
+from flax import nnx
+
+from configs import demo
+from gesture_jax.models import build_denoiser
+from gesture_jax.models.attention import RelativeMultiHeadAttention, attention_mask, relative_shift
+from gesture_jax.models.conformer import ConformerConvModule
+from gesture_jax.models.embeddings import diffwave_step_features
+from gesture_jax.models.fuzzy import FuzzyFeatureExtractor, resampled_frame_count
+
+F, A, T, B = 12, 16, 80, 2
+
+
+def _demo_model(**overrides):
+    cfg = demo.get_config()
+    with cfg.unlocked():
+        for k, v in overrides.items():
+            cfg.model[k] = v
+    return build_denoiser(cfg.model, F, A, T, nnx.Rngs(0))
+
+
+def _inputs(seed=0):
+    k = jax.random.split(jax.random.key(seed), 3)
+    return (jax.random.normal(k[0], (B, T, F)), jnp.array([0, 57], jnp.int32), jax.random.normal(k[1], (B, T, A)))
+
+
+def test_reference_mask_rows():
+    m = attention_mask("reference", 5)
+    assert m[0].all()  # frame 0 hides everything -> uniform attention
+    for i in range(1, 5):
+        assert not m[i, :i].any() and m[i, i:].all()  # sees strictly the past
+    c = attention_mask("causal", 5)
+    assert (c == np.triu(np.ones((5, 5), bool), 1)).all()
+    assert attention_mask("none", 5) is None
+    with pytest.raises(ValueError, match="attn_mask"):
+        attention_mask("diagonal", 5)
+
+
+def test_relative_shift_maps_distance_to_position():
+    t = 6
+    p = jnp.arange(t * t, dtype=jnp.float32).reshape(1, 1, t, t)
+    out = np.asarray(relative_shift(p))[0, 0]
+    for i in range(t):
+        for j in range(i + 1):  # visible part: relative distance i-j reads position column T-1-(i-j)
+            assert out[i, j] == p[0, 0, i, t - 1 - i + j]
+        if i + 1 < t:
+            assert out[i, i + 1] == 0.0
+
+
+def test_relative_attention_scaled_by_sqrt_model_dim_and_frame0_uniform():
+    dim, heads, t = 32, 4, 7
+    att = RelativeMultiHeadAttention(dim, heads, 16, 0.0, rngs=nnx.Rngs(1))
+    # Remove the position path and biases: scores reduce to q.k / sqrt(D).
+    att.pos.kernel[...] = jnp.zeros_like(att.pos.kernel[...])
+    att.u_bias[...] = jnp.zeros_like(att.u_bias[...])
+    att.v_bias[...] = jnp.zeros_like(att.v_bias[...])
+    x = jax.random.normal(jax.random.key(0), (1, t, dim))
+    mask = attention_mask("reference", t)
+    got = att(x, mask, deterministic=True)
+
+    def manual(scale):
+        q = att.query(x).reshape(1, t, heads, -1)
+        k = att.key(x).reshape(1, t, heads, -1)
+        v = att.value(x).reshape(1, t, heads, -1)
+        s = jnp.einsum("bihd,bjhd->bhij", q, k) / scale
+        s = jnp.where(mask, -1e9, s)
+        a = jax.nn.softmax(s, -1)
+        assert np.allclose(a[0, :, 0], 1.0 / t)  # frame 0: uniform over all frames
+        return att.out(jnp.einsum("bhij,bjhd->bihd", a, v).reshape(1, t, dim))
+
+    np.testing.assert_allclose(got, manual(math.sqrt(dim)), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(got, manual(math.sqrt(dim // heads)), atol=1e-4)
+
+
+def test_batchnorm_updates_in_train_and_is_used_in_eval():
+    mod = ConformerConvModule(8, 3, 0.0, rngs=nnx.Rngs(0))
+    x = 3.0 + 2.0 * jax.random.normal(jax.random.key(0), (4, 10, 8))
+    bn = mod.batch_norm
+    mean0, var0 = np.array(bn.mean[...]), np.array(bn.var[...])
+    y_eval = mod(x, deterministic=True)
+    np.testing.assert_array_equal(bn.mean[...], mean0)  # eval: no update
+    mod(x, deterministic=False)
+    assert not np.allclose(bn.mean[...], mean0) and not np.allclose(bn.var[...], var0)  # train: updated
+    # Eval mode normalizes with the running statistics: set them and check the formula.
+    bn.mean[...] = jnp.full((8,), 0.5)
+    bn.var[...] = jnp.full((8,), 4.0)
+    h = mod.pointwise_in(mod.norm(x))
+    a, g = jnp.split(h, 2, -1)
+    d = mod.depthwise(a * jax.nn.sigmoid(g))
+    expect = mod.pointwise_out(jax.nn.silu((d - 0.5) / jnp.sqrt(4.0 + 1e-5) * bn.scale[...] + bn.bias[...]))
+    np.testing.assert_allclose(mod(x, deterministic=True), expect, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(y_eval, expect, atol=1e-4)
+
+
+def test_fuzzy_reference_geometry_and_demo_padding():
+    assert resampled_frame_count(400, 20.0, 50.0) == 999  # WavLM frames of 20 s
+    ext = FuzzyFeatureExtractor(4, 6, style_kernel=500, style_dilation=2, down_kernel=201, down_stride=2,
+                                audio_fps=50.0, fps=20.0, dropout=0.1, rngs=nnx.Rngs(0))
+    assert ext.input_frames(400) == 999
+    y = ext(jnp.ones((1, 400, 4)), deterministic=True)
+    assert y.shape == (1, 400, 6)
+    small = FuzzyFeatureExtractor(4, 6, style_kernel=40, style_dilation=2, down_kernel=9, down_stride=1,
+                                  audio_fps=20.0, fps=20.0, dropout=0.0, rngs=nnx.Rngs(0))
+    assert small(jnp.ones((2, 80, 4)), deterministic=True).shape == (2, 80, 6)
+
+
+def test_fuzzy_style_shortcut_equals_conv_of_sum():
+    ext = FuzzyFeatureExtractor(4, 6, style_kernel=5, style_dilation=2, down_kernel=5, down_stride=2,
+                                audio_fps=20.0, fps=20.0, dropout=0.0, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(3), (2, ext.input_frames(10), 4))
+    style = ext.style_token(x)
+    direct = ext.down_conv(x + style)
+    shortcut = ext.down_conv(x) + style @ jnp.sum(ext.down_conv.kernel[...], 0)
+    np.testing.assert_allclose(direct, shortcut, rtol=1e-5, atol=1e-5)
+
+
+def test_diffwave_features_match_reference_table():
+    t = jnp.array([0, 1, 999])
+    feats = np.asarray(diffwave_step_features(t, 8))
+    k = np.arange(4)
+    table = np.array([0, 1, 999])[:, None] * 10.0 ** (k * 4.0 / 4)
+    np.testing.assert_allclose(feats, np.concatenate([np.sin(table), np.cos(table)], 1), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("block,mask", [("reference", "reference"), ("reference", "none"), ("dit", "causal")])
+def test_denoiser_shapes_condition_reuse_and_cfg(block, mask):
+    model = _demo_model(block=block, attn_mask=mask)
+    x, t, audio = _inputs()
+    out = model(x, t, audio, deterministic=True)
+    assert out.shape == (B, T, F) and out.dtype == jnp.float32 and bool(jnp.isfinite(out).all())
+    cond = model.condition(audio, deterministic=True)
+    assert cond.shape == (B, T, 64)
+    np.testing.assert_allclose(model.denoise(x, t, cond, deterministic=True), out, rtol=1e-5, atol=1e-5)
+    drop = model.condition(audio, deterministic=True, cond_drop=jnp.array([True, False]))
+    np.testing.assert_allclose(drop[0], np.broadcast_to(model.null_cond[...], (T, 64)))
+    np.testing.assert_allclose(drop[1], cond[1])
+    if block == "dit":  # adaLN-Zero: the output layer starts at zero
+        np.testing.assert_array_equal(out, 0.0)
+
+
+def test_demo_forward_and_grad_finite_in_train_mode():
+    model = _demo_model(dropout=0.1)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    x, t, audio = _inputs(1)
+
+    @jax.jit
+    def loss_fn(params, rest):
+        m = nnx.merge(graphdef, params, rest)
+        out = m(x, t, audio, deterministic=False, cond_drop=jnp.array([False, True]))
+        return jnp.mean((out - x) ** 2), nnx.state(m, nnx.BatchStat)
+
+    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest)
+    assert np.isfinite(float(loss))
+    leaves = jax.tree.leaves(grads)
+    assert all(bool(jnp.isfinite(g).all()) for g in leaves)
+    assert sum(float(jnp.abs(g).sum()) for g in leaves) > 0
+    assert len(jax.tree.leaves(stats)) == 2 * 2  # mean/var per block
+
+
+def test_bad_config_values_raise_clearly():
+    with pytest.raises(ValueError, match="model.block"):
+        _demo_model(block="unet")
+    with pytest.raises(ValueError, match="divisible"):
+        _demo_model(heads=5)
+    model = _demo_model(null_cond=False)
+    x, t, audio = _inputs()
+    with pytest.raises(ValueError, match="null_cond"):
+        model(x, t, audio, deterministic=True, cond_drop=jnp.array([True, False]))
