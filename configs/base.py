@@ -124,11 +124,30 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     # ---- evaluation ------------------------------------------------------------------------
     c.eval = ml_collections.ConfigDict()
+    # (python -m gesture_jax.evaluate; every value below is written into metrics.json)
+    c.eval.split = "test"             # held-out split evaluated
+    c.eval.root_relative = True       # subtract the root's x,z per frame before every metric
     c.eval.fgd_window = 34            # GENEA protocol: windows of n frames, stride n/2
-    c.eval.bc_sigma = 0.3
-    c.eval.bc_order = 7
-    c.eval.bc_threshold = 0.3
-    c.eval.bc_mask_frames = 60
+    c.eval.fgd_stride = 0             # 0 = fgd_window // 2
+    c.eval.fgd_eps = 1e-6             # covariance-diagonal offset when sqrtm is not finite (Yoon/GENEA)
+    c.eval.fgd_method = "sqrtm"       # feature-space FGD: "sqrtm" (reference), "svd" (exact, low-rank), "auto"
+    c.eval.fgd_raw_method = "auto"    # raw-space FGD: sqrtm while full rank and <= fgd_auto_max_dim, else svd
+    c.eval.fgd_auto_max_dim = 1024
+    c.eval.fgd_ae_dir = ""            # trained FGD autoencoder; "" = {data.out}/fgd_ae
+    c.eval.fgd_ae_hidden = 64
+    c.eval.fgd_ae_latent = 32         # feature size (Yoon et al.: 32)
+    c.eval.fgd_ae_steps = 3000
+    c.eval.fgd_ae_batch = 64
+    c.eval.fgd_ae_lr = 1e-3
+    c.eval.bc_sigma = 0.3             # seconds
+    c.eval.bc_order = 7               # argrelextrema order (frames)
+    c.eval.bc_threshold = 0.3         # motion beat: normalized speed above this
+    c.eval.bc_mask_frames = 60        # frames masked at each end of a file
+    c.eval.bc_hop = 512               # librosa onset hop at 16 kHz
+    c.eval.bc_joints = []             # joint names for BC; empty = subtree of the first *Spine* joint minus fingers
+    c.eval.hist_bins = 50             # speed histograms (Hellinger distance)
+    c.eval.hist_max_speed = 0.0       # 0 = the hist_quantile of the ground-truth speeds
+    c.eval.hist_quantile = 0.99
 
     return c
 
