@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from gesture_jax.motion.bvh import BVH, Skeleton
-from gesture_jax.motion.rotations import axis_rotation, namespace
+from gesture_jax.motion.channels import local_transforms
+from gesture_jax.motion.rotations import namespace
 
 __all__ = ["forward_kinematics", "forward_kinematics_global", "bvh_local_transforms", "bvh_positions",
            "joint_rotation_matrices"]
@@ -48,18 +49,7 @@ def forward_kinematics(parents, offsets, local_rotmats, root_pos, local_translat
 
 def joint_rotation_matrices(skeleton: Skeleton, frames: np.ndarray) -> np.ndarray:
     """[N, J, 3, 3] local rotations from BVH channel values (degrees), each joint's own order."""
-    frames = np.asarray(frames, dtype=np.float64)
-    N = frames.shape[0]
-    out = np.tile(np.eye(3), (N, skeleton.num_joints, 1, 1))
-    for j, (start, chans) in enumerate(zip(skeleton.channel_starts(), skeleton.channels)):
-        R = None
-        for c, name in enumerate(chans):
-            if name.endswith("rotation"):
-                Ra = axis_rotation(name[0], np.deg2rad(frames[:, start + c]))
-                R = Ra if R is None else R @ Ra
-        if R is not None:
-            out[:, j] = R
-    return out
+    return local_transforms(skeleton, frames)[0]
 
 
 def bvh_local_transforms(bvh: BVH) -> tuple[np.ndarray, np.ndarray]:
@@ -68,14 +58,7 @@ def bvh_local_transforms(bvh: BVH) -> tuple[np.ndarray, np.ndarray]:
     A joint's translation is its OFFSET with any position channels replacing the matching
     components (root positions in ZEGGS/BEAT/GENEA are absolute, not added to the OFFSET).
     """
-    sk = bvh.skeleton
-    N = bvh.num_frames
-    trans = np.broadcast_to(sk.offsets, (N, sk.num_joints, 3)).copy()
-    for j, (start, chans) in enumerate(zip(sk.channel_starts(), sk.channels)):
-        for c, name in enumerate(chans):
-            if name.endswith("position"):
-                trans[:, j, "XYZ".index(name[0])] = bvh.frames[:, start + c]
-    return joint_rotation_matrices(sk, bvh.frames), trans
+    return local_transforms(bvh.skeleton, bvh.frames)
 
 
 def bvh_positions(bvh: BVH) -> np.ndarray:

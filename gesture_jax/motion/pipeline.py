@@ -1,0 +1,393 @@
+"""Motion features with an exact inverse: BVH -> standardized [N, F] float32 -> BVH.
+
+Steps, in the reference's order (Persona-Gestor's pymo pipeline: DownSampler, Mirror,
+JointSelector(include_root=True), RootTransformer('pos_rot_deltas'),
+MocapParameterizer('expmap'), ConstantsRemover, then a standard scaler):
+
+  1. resample to `fps` (slerp, resample.py)     5. exp maps of joint rotations, continuous in time
+  2. optional mirror (mirror.py)                 6. drop channels constant over the training set
+  3. joint selection (root always kept)          7. standardize with training mean / std
+  4. root as pos_rot_deltas (root.py)
+
+Raw feature layout (before 6-7), per frame:
+  root: <root>_{X,Y,Z}position (in the heading frame, minus the ground reference),
+        <root>_dXposition, <root>_dZposition, <root>_dYrotation, <root>_expmap_{x,y,z}
+  each other selected joint, in skeleton order: its position channels (6-channel joints,
+        e.g. GENEA 2023) then <joint>_expmap_{x,y,z}.
+
+Differences from the reference, on purpose:
+  * resampling interpolates (slerp) instead of taking every k-th frame, so any frame rate
+    works; for integer ratios the frames are the same except that the reference also
+    dropped the last frame of every take;
+  * constant channels and their fill values come from the whole training set (pooled
+    std < constant_eps; fill = mean), not from the first file only;
+  * joints left out of the selection are restored with their mean rotation over the
+    training set (a normalized quaternion mean) instead of the first file's first frame;
+  * the root's first-frame ground position and heading, which pos_rot_deltas cannot hold,
+    can be given to `inverse` (`root_start`) so a round trip is exact in world space.
+
+Fitting streams: `file_stats` reduces one file to mergeable moments (count, mean, M2 of
+every raw channel plus rotation/translation sums of every joint), so preparation can run
+in parallel processes and fit with `fit_from_stats` in bounded memory.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from gesture_jax.motion.bvh import BVH, Skeleton
+from gesture_jax.motion.channels import frames_from_local, local_transforms
+from gesture_jax.motion.mirror import mirror_local, mirror_pairs
+from gesture_jax.motion.resample import effective_fps, resample_local
+from gesture_jax.motion.root import RootStart, deltas_to_root, root_to_deltas
+from gesture_jax.motion.rotations import (expmap_continuity, expmap_to_matrix, matrix_to_expmap, matrix_to_quat,
+                                          quat_to_matrix)
+
+__all__ = ["MotionPipeline", "MotionPipelineError", "MotionStats", "merge_stats", "RootStart"]
+
+FORMAT = "gesture_jax.motion_pipeline/1"
+ROOT_DIMS = 9  # pos 3, dpos 2, dyaw 1, expmap 3
+
+
+class MotionPipelineError(ValueError):
+    """A file or joint list that does not fit the pipeline; the message names the file/joint."""
+
+
+# ------------------------------------------------------------------------------------- stats
+
+@dataclass
+class MotionStats:
+    """Mergeable summary of one or more files (all arrays float64).
+
+    count: frames; mean / m2: [D] running mean and sum of squared deviations of the raw
+    features; quat_sum [J, 4] / trans_sum [J, 3]: sums of every joint's local rotation
+    (unit quaternion, w >= 0) and translation, for restoring unselected joints.
+    """
+
+    source: str
+    skeleton: dict
+    raw_names: list[str]
+    count: int
+    mean: np.ndarray
+    m2: np.ndarray
+    quat_sum: np.ndarray
+    trans_sum: np.ndarray
+    sources: int = 1
+
+
+def merge_stats(a: MotionStats, b: MotionStats) -> MotionStats:
+    """Chan et al.'s parallel update: merging in any order gives the same moments."""
+    if list(a.raw_names) != list(b.raw_names):
+        raise MotionPipelineError(f"{b.source}: feature layout differs from {a.source} "
+                                  f"(different skeleton or channels for the selected joints)")
+    if list(a.skeleton["names"]) != list(b.skeleton["names"]):
+        raise MotionPipelineError(f"{b.source}: skeleton joints differ from {a.source}")
+    n = a.count + b.count
+    if n == 0:
+        return a
+    delta = b.mean - a.mean
+    mean = a.mean + delta * (b.count / n)
+    m2 = a.m2 + b.m2 + delta * delta * (a.count * b.count / n)
+    return MotionStats(a.source, a.skeleton, list(a.raw_names), n, mean, m2, a.quat_sum + b.quat_sum,
+                       a.trans_sum + b.trans_sum, a.sources + b.sources)
+
+
+def _skeleton_to_dict(sk: Skeleton) -> dict:
+    return {"names": list(sk.names), "parents": [int(p) for p in sk.parents], "offsets": sk.offsets.copy(),
+            "channels": [list(c) for c in sk.channels],
+            "end_sites": {int(k): np.asarray(v, np.float64) for k, v in sk.end_sites.items()}}
+
+
+def _skeleton_from_dict(d: dict) -> Skeleton:
+    return Skeleton(list(d["names"]), [int(p) for p in d["parents"]], np.asarray(d["offsets"], np.float64),
+                    [list(c) for c in d["channels"]], {int(k): v for k, v in d["end_sites"].items()})
+
+
+# ------------------------------------------------------------------------------------- pipeline
+
+@dataclass
+class _Fitted:
+    skeleton: Skeleton
+    raw_names: list[str]
+    keep: np.ndarray          # [D] bool
+    const_values: np.ndarray  # [D] fill for dropped channels (training mean)
+    mean: np.ndarray          # [F]
+    std: np.ndarray           # [F]
+    rest_quats: np.ndarray    # [J, 4] mean local rotation of every joint
+    rest_trans: np.ndarray    # [J, 3] mean local translation of every joint
+    count: int
+    sources: int
+
+
+@dataclass
+class MotionPipeline:
+    """Fitted on training files, then `transform` (BVH -> features) and `inverse` (features -> BVH).
+
+    fps: model frame rate; joints: selected joint names ([] = every joint; the root is
+    always kept); position_smoothing / rotation_smoothing: Gaussian sigmas (frames) of the
+    root trajectory / heading (reference Persona-Gestor configs: 0, 0); constant_eps: a
+    channel whose training std is below this is dropped (reference: 1e-6).
+    """
+
+    fps: float = 20.0
+    joints: list[str] = field(default_factory=list)
+    position_smoothing: float = 0.0
+    rotation_smoothing: float = 0.0
+    constant_eps: float = 1e-6
+    _fit: _Fitted | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.fps = float(self.fps)
+        self.joints = [str(j) for j in self.joints]
+        if not self.fps > 0:
+            raise MotionPipelineError(f"fps must be positive, got {self.fps}")
+        dup = sorted({j for j in self.joints if self.joints.count(j) > 1})
+        if dup:
+            raise MotionPipelineError(f"joint list names {dup} more than once")
+
+    @classmethod
+    def from_config(cls, data_cfg: Any) -> "MotionPipeline":
+        """From the `data` section of a config (fps, joints, optional root smoothing / constant_eps)."""
+        get = data_cfg.get if hasattr(data_cfg, "get") else (lambda k, d=None: getattr(data_cfg, k, d))
+        return cls(fps=float(get("fps", 20)), joints=list(get("joints", []) or []),
+                   position_smoothing=float(get("root_position_smoothing", 0.0) or 0.0),
+                   rotation_smoothing=float(get("root_rotation_smoothing", 0.0) or 0.0),
+                   constant_eps=float(get("constant_eps", 1e-6) or 1e-6))
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def fitted(self) -> bool:
+        return self._fit is not None
+
+    def _need_fit(self) -> _Fitted:
+        if self._fit is None:
+            raise MotionPipelineError("the motion pipeline is not fitted (call fit / fit_from_stats or load)")
+        return self._fit
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self._need_fit().keep.sum())
+
+    @property
+    def feature_names(self) -> list[str]:
+        f = self._need_fit()
+        return [n for n, k in zip(f.raw_names, f.keep) if k]
+
+    @property
+    def raw_feature_names(self) -> list[str]:
+        return list(self._need_fit().raw_names)
+
+    @property
+    def skeleton(self) -> Skeleton:
+        return self._need_fit().skeleton
+
+    @property
+    def selected_joints(self) -> list[str]:
+        sk = self._need_fit().skeleton
+        return [sk.names[j] for j in self._selection(sk, "<fitted skeleton>")]
+
+    # ---------------------------------------------------------------- layout
+    def _selection(self, sk: Skeleton, source: str) -> list[int]:
+        """Indices of the selected joints (root first, then skeleton order)."""
+        if not self.joints:
+            return list(range(sk.num_joints))
+        index = {n: i for i, n in enumerate(sk.names)}
+        missing = [j for j in self.joints if j not in index]
+        if missing:
+            raise MotionPipelineError(
+                f"{source}: joint {missing[0]!r} of the joint list is not in the skeleton"
+                + (f" (also missing: {', '.join(map(repr, missing[1:]))})" if len(missing) > 1 else "")
+                + f"; the file's joints are: {', '.join(sk.names)}")
+        return sorted({0} | {index[j] for j in self.joints})
+
+    @staticmethod
+    def _raw_names(sk: Skeleton, sel: list[int]) -> list[str]:
+        r = sk.names[sel[0]]
+        names = [f"{r}_Xposition", f"{r}_Yposition", f"{r}_Zposition", f"{r}_dXposition", f"{r}_dZposition",
+                 f"{r}_dYrotation", f"{r}_expmap_x", f"{r}_expmap_y", f"{r}_expmap_z"]
+        for j in sel[1:]:
+            names += [f"{sk.names[j]}_{a}position" for a in sk.position_axes(j)]
+            names += [f"{sk.names[j]}_expmap_{a}" for a in "xyz"]
+        return names
+
+    def _local(self, bvh: BVH, mirror: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Local rotations [N, J, 3, 3] and translations [N, J, 3] at the target fps (mirrored if asked)."""
+        sk = bvh.skeleton
+        if bvh.num_frames == 0:
+            raise MotionPipelineError(f"{bvh.path or '<bvh>'}: no frames")
+        rots, trans = local_transforms(sk, bvh.frames)
+        rots, trans = resample_local(rots, trans, effective_fps(bvh.frame_time), self.fps)
+        if mirror:
+            rots, trans = mirror_local(rots, trans, mirror_pairs(sk.names))
+        return rots, trans
+
+    def _raw(self, bvh: BVH, mirror: bool) -> tuple[np.ndarray, RootStart, np.ndarray, np.ndarray, list[str]]:
+        """(raw features [N, D] float64, root start, rots, trans, raw names)."""
+        sk = bvh.skeleton
+        source = bvh.path or "<bvh>"
+        sel = self._selection(sk, source)
+        rots, trans = self._local(bvh, mirror)
+        root = sel[0]
+        feats, start = root_to_deltas(rots[:, root], trans[:, root], self.position_smoothing,
+                                      self.rotation_smoothing)
+        N = rots.shape[0]
+        cols = [feats["pos"], feats["dpos"], feats["dyaw"][:, None],
+                expmap_continuity(matrix_to_expmap(feats["rot"]), axis=0)]
+        exps = expmap_continuity(matrix_to_expmap(rots[:, sel[1:]]), axis=0) if len(sel) > 1 else None
+        for k, j in enumerate(sel[1:]):
+            axes = sk.position_axes(j)
+            if axes:
+                cols.append(trans[:, j, ["XYZ".index(a) for a in axes]])
+            cols.append(exps[:, k])
+        raw = np.concatenate([c.reshape(N, -1) for c in cols], axis=1)
+        return raw, start, rots, trans, self._raw_names(sk, sel)
+
+    # ---------------------------------------------------------------- fitting
+    def file_stats(self, bvh: BVH, mirror: bool = False) -> MotionStats:
+        """Mergeable moments of one file (its mirrored copy when mirror=True). Needs no fit."""
+        raw, _, rots, trans, names = self._raw(bvh, mirror)
+        q = matrix_to_quat(rots)  # [N, J, 4], w >= 0
+        mean = raw.mean(axis=0)
+        return MotionStats(source=str(bvh.path or "<bvh>") + (" (mirrored)" if mirror else ""),
+                           skeleton=_skeleton_to_dict(bvh.skeleton), raw_names=names, count=int(raw.shape[0]),
+                           mean=mean, m2=((raw - mean) ** 2).sum(axis=0), quat_sum=q.sum(axis=0),
+                           trans_sum=trans.sum(axis=0))
+
+    def fit_from_stats(self, stats: Sequence[MotionStats]) -> "MotionPipeline":
+        """Fit constants, standardization and rest pose from `file_stats` results (any order)."""
+        stats = list(stats)
+        if not stats:
+            raise MotionPipelineError("fit_from_stats needs at least one file's stats")
+        total = stats[0]
+        for s in stats[1:]:
+            total = merge_stats(total, s)
+        if total.count < 1:
+            raise MotionPipelineError("no frames to fit the motion pipeline on")
+        std = np.sqrt(np.maximum(total.m2, 0.0) / total.count)
+        keep = std >= self.constant_eps
+        qs = total.quat_sum / np.maximum(np.linalg.norm(total.quat_sum, axis=-1, keepdims=True), 1e-12)
+        qs[np.linalg.norm(total.quat_sum, axis=-1) < 1e-12] = [1.0, 0.0, 0.0, 0.0]
+        self._fit = _Fitted(skeleton=_skeleton_from_dict(total.skeleton), raw_names=list(total.raw_names),
+                            keep=keep, const_values=total.mean.copy(), mean=total.mean[keep].copy(),
+                            std=std[keep].copy(), rest_quats=qs, rest_trans=total.trans_sum / total.count,
+                            count=int(total.count), sources=int(total.sources))
+        return self
+
+    def fit(self, bvhs: Iterable[BVH], mirror: bool = False) -> "MotionPipeline":
+        """Fit on training files, one at a time (bounded memory); mirror=True adds mirrored copies."""
+        acc: MotionStats | None = None
+        for b in bvhs:
+            for m in ([False, True] if mirror else [False]):
+                s = self.file_stats(b, mirror=m)
+                acc = s if acc is None else merge_stats(acc, s)
+        if acc is None:
+            raise MotionPipelineError("fit needs at least one BVH")
+        return self.fit_from_stats([acc])
+
+    # ---------------------------------------------------------------- transform / inverse
+    def _check_layout(self, names: list[str], source: str) -> None:
+        f = self._need_fit()
+        if names != f.raw_names:
+            extra = sorted(set(names) ^ set(f.raw_names))[:5]
+            raise MotionPipelineError(f"{source}: its selected joints/channels differ from the fitted skeleton "
+                                      f"(e.g. {extra}); was the pipeline fitted on another dataset?")
+
+    def transform(self, bvh: BVH, mirror: bool = False) -> np.ndarray:
+        """BVH -> standardized features, float32 [N at self.fps, feature_dim]."""
+        f = self._need_fit()
+        raw, _, _, _, names = self._raw(bvh, mirror)
+        self._check_layout(names, str(bvh.path or "<bvh>"))
+        return ((raw[:, f.keep] - f.mean) / f.std).astype(np.float32)
+
+    def root_start(self, bvh: BVH, mirror: bool = False) -> RootStart:
+        """First-frame ground position and heading of a file (what the features leave out)."""
+        sk = bvh.skeleton
+        root = self._selection(sk, str(bvh.path or "<bvh>"))[0]
+        rots, trans = self._local(bvh, mirror)
+        return root_to_deltas(rots[:, root], trans[:, root], self.position_smoothing, self.rotation_smoothing)[1]
+
+    def inverse(self, features: Any, start: RootStart | None = None) -> BVH:
+        """Features [N, F] (standardized, any float array) -> BVH in the source skeleton at self.fps.
+
+        Unselected joints take their mean training rotation/translation; `start` places the
+        first frame (default: origin, facing +Z).
+        """
+        f = self._need_fit()
+        x = np.asarray(features, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.feature_dim:
+            raise MotionPipelineError(f"features must be [N, {self.feature_dim}], got {tuple(x.shape)}")
+        N = x.shape[0]
+        raw = np.broadcast_to(f.const_values, (N, f.const_values.shape[0])).copy()
+        raw[:, f.keep] = x * f.std + f.mean
+        sk = f.skeleton
+        sel = self._selection(sk, "<fitted skeleton>")
+        rots = np.broadcast_to(quat_to_matrix(f.rest_quats), (N, sk.num_joints, 3, 3)).copy()
+        trans = np.broadcast_to(f.rest_trans, (N, sk.num_joints, 3)).copy()
+        root = sel[0]
+        R_root, p_root = deltas_to_root({"pos": raw[:, 0:3], "dpos": raw[:, 3:5], "dyaw": raw[:, 5],
+                                         "rot": expmap_to_matrix(raw[:, 6:9])}, start)
+        rots[:, root], trans[:, root] = R_root, p_root
+        c = ROOT_DIMS
+        for j in sel[1:]:
+            axes = sk.position_axes(j)
+            for a in axes:
+                trans[:, j, "XYZ".index(a)] = raw[:, c]
+                c += 1
+            rots[:, j] = expmap_to_matrix(raw[:, c:c + 3])
+            c += 3
+        return BVH(sk.copy(), frames_from_local(sk, rots, trans), 1.0 / self.fps)
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, directory: str | os.PathLike) -> None:
+        """pipeline.json (config, skeleton, names) + pipeline.npz (arrays). No pickles."""
+        f = self._need_fit()
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        sk = f.skeleton
+        ends = sorted(sk.end_sites)
+        meta = {
+            "format": FORMAT,
+            "config": {"fps": self.fps, "joints": self.joints, "position_smoothing": self.position_smoothing,
+                       "rotation_smoothing": self.rotation_smoothing, "constant_eps": self.constant_eps},
+            "skeleton": {"names": sk.names, "parents": sk.parents, "channels": sk.channels, "end_site_joints": ends},
+            "raw_feature_names": f.raw_names,
+            "feature_names": self.feature_names,
+            "feature_dim": self.feature_dim,
+            "frames_fitted": f.count,
+            "files_fitted": f.sources,
+        }
+        np.savez(d / "pipeline.npz", offsets=sk.offsets,
+                 end_site_offsets=np.array([sk.end_sites[j] for j in ends]).reshape(-1, 3),
+                 keep=f.keep, const_values=f.const_values, mean=f.mean, std=f.std, rest_quats=f.rest_quats,
+                 rest_trans=f.rest_trans)
+        (d / "pipeline.json").write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "MotionPipeline":
+        d = Path(directory)
+        try:
+            meta = json.loads((d / "pipeline.json").read_text())
+            with np.load(d / "pipeline.npz", allow_pickle=False) as z:
+                arr = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            raise MotionPipelineError(f"{d}: not a saved motion pipeline ({e})") from None
+        if meta.get("format") != FORMAT:
+            raise MotionPipelineError(f"{d}/pipeline.json: unknown format {meta.get('format')!r} (want {FORMAT})")
+        c = meta["config"]
+        p = cls(fps=c["fps"], joints=c["joints"], position_smoothing=c["position_smoothing"],
+                rotation_smoothing=c["rotation_smoothing"], constant_eps=c["constant_eps"])
+        s = meta["skeleton"]
+        ends = {int(j): arr["end_site_offsets"][k] for k, j in enumerate(s["end_site_joints"])}
+        sk = Skeleton(s["names"], s["parents"], arr["offsets"], s["channels"], ends)
+        p._fit = _Fitted(skeleton=sk, raw_names=meta["raw_feature_names"], keep=arr["keep"].astype(bool),
+                         const_values=arr["const_values"], mean=arr["mean"], std=arr["std"],
+                         rest_quats=arr["rest_quats"], rest_trans=arr["rest_trans"],
+                         count=int(meta.get("frames_fitted", 0)), sources=int(meta.get("files_fitted", 0)))
+        if p.feature_names != meta["feature_names"]:
+            raise MotionPipelineError(f"{d}: pipeline.json and pipeline.npz disagree (feature names)")
+        return p
