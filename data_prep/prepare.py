@@ -99,7 +99,10 @@ def _check_fingerprint(out: Path, fp: dict) -> None:
     if path.is_file():
         old = json.loads(path.read_text())
         if old != fp:
-            diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
+            diff = sorted(f"{k}.{kk}" if isinstance(fp.get(k), dict) else k
+                          for k in set(old) | set(fp) if old.get(k) != fp.get(k)
+                          for kk in ((set(old.get(k) or {}) | set(fp.get(k) or {})) if isinstance(fp.get(k), dict) else [""])
+                          if not isinstance(fp.get(k), dict) or (old.get(k) or {}).get(kk) != fp[k].get(kk))
             raise PrepareError(f"{out} holds a preparation with other settings or source files "
                                f"(differs in {diff}); delete {out} or choose another data.out")
     else:
@@ -243,7 +246,7 @@ def _run_jobs(fn: Callable, items: Sequence, cfg: ml_collections.ConfigDict, out
 
 def _wait_for(paths: Callable[[], list[Path]], what: str, wait_s: float) -> None:
     """Poll until every path exists (results of other machines), or raise after wait_s."""
-    t0 = time.monotonic()
+    t0, delay = time.monotonic(), 0.1
     while True:
         missing = [p for p in paths() if not p.exists()]
         if not missing:
@@ -251,7 +254,8 @@ def _wait_for(paths: Callable[[], list[Path]], what: str, wait_s: float) -> None
         if time.monotonic() - t0 > wait_s:
             raise PrepareError(f"gave up after {wait_s:.0f} s waiting for {len(missing)} {what} from the "
                                f"other --shard_index runs (e.g. {missing[0]}); rerun this command when they finish")
-        time.sleep(POLL_S)
+        time.sleep(delay)
+        delay = min(POLL_S, delay * 1.5)
 
 
 # ------------------------------------------------------------------------------- stages
@@ -399,8 +403,11 @@ def run_prepare(cfg: ml_collections.ConfigDict, *, num_shards: int = 1, shard_in
 def main(argv: Sequence[str]) -> None:
     del argv
     t0 = time.perf_counter()
-    m = run_prepare(_CONFIG.value, num_shards=_NUM_SHARDS.value, shard_index=_SHARD_INDEX.value,
-                    wait_s=_WAIT_S.value)
+    try:
+        m = run_prepare(_CONFIG.value, num_shards=_NUM_SHARDS.value, shard_index=_SHARD_INDEX.value,
+                        wait_s=_WAIT_S.value)
+    except (PrepareError, FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"data_prep.prepare: {e}") from None
     if m is not None:
         print(json.dumps({"out": str(_CONFIG.value.data.out), "counts": m["counts"],
                           "motion_dim": m["motion"]["feature_dim"], "audio_dim": m["audio"]["dim"],
