@@ -137,3 +137,10 @@ def test_grid_on_small_schedule():
     np.testing.assert_array_equal(ts, np.arange(99, -1, -1))
     ts = S.timestep_grid(100, 20)
     assert ts[0] == 99 and ts[-1] == 0 and len(ts) == 20 and np.all(np.diff(ts) < 0)
+
+
+def test_grid_has_exactly_the_requested_distinct_steps():
+    for T, n in [(100, 50), (100, 20), (1000, 50), (1000, 20), (100, 100)]:
+        for spacing in ("linear", "quadratic", "logsnr"):
+            ts = S.timestep_grid(T, n, spacing, AB if T == 1000 else S.betas_to_alphas_cumprod(BETAS[:: 10]))
+            assert len(ts) == n and ts[0] == T - 1 and ts[-1] == 0 and np.all(np.diff(ts) < 0), (T, n, spacing)

@@ -46,13 +46,13 @@ def betas_to_alphas_cumprod(betas: np.ndarray) -> np.ndarray:
 
 def timestep_grid(num_train_steps: int, steps: int, spacing: str = "linear",
                   alphas_cumprod: np.ndarray | None = None) -> np.ndarray:
-    """Descending integer training timesteps visited by a sampler, int32 [n] with n <= steps.
+    """Descending distinct integer training timesteps visited by a sampler, int32 [steps].
 
     "linear" spaces the steps evenly from T-1 down to 0 (both ends included, so the first
     step sees pure noise and the last the least-noisy timestep the model was trained on).
     "quadratic" concentrates steps at low noise (DDIM paper's alternative); "logsnr" is
-    uniform in log(alpha/sigma) (DPM-Solver's choice; needs alphas_cumprod). Duplicates
-    after rounding are removed, so very small T with many steps simply uses every step.
+    uniform in log(alpha/sigma) (DPM-Solver's choice; needs alphas_cumprod). Timesteps that
+    rounding would merge are moved apart, so the grid always has exactly `steps` entries.
     """
     T = int(num_train_steps)
     if steps < 1:
@@ -75,9 +75,14 @@ def timestep_grid(num_train_steps: int, steps: int, spacing: str = "linear",
         ts = np.interp(-targets, -lam, np.arange(T, dtype=np.float64))
     else:
         raise SamplerError(f"unknown timestep spacing {spacing!r} (linear, quadratic, logsnr)")
-    ts = np.round(ts).astype(np.int64)
-    ts = np.unique(ts)[::-1]  # descending, unique
-    return ts.astype(np.int32)
+    asc = np.round(ts[::-1]).astype(np.int64)  # ascending
+    # Rounding can merge neighbouring low-noise steps; push them apart so exactly `steps`
+    # distinct timesteps remain (first upwards from 0, then back below T-1).
+    for i in range(1, steps):
+        asc[i] = max(asc[i], asc[i - 1] + 1)
+    for i in range(steps - 1, -1, -1):
+        asc[i] = min(asc[i], T - steps + i)
+    return asc[::-1].astype(np.int32)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,114 @@
+"""Seconds to generate 20 s of motion with each sampler, at the reference and the demo shape.
+
+    python bench/sample.py                              # both shapes, all samplers, JSON on stdout
+    python bench/sample.py --shapes=demo --full_ddpm    # run 1000-step DDPM instead of extrapolating
+
+Random weights (a speed benchmark): the model is built from configs/beat.py (Persona-Gestor,
+934M parameters, WavLM Base+ 768-dim features, 156 motion features, one 400-frame window,
+batch 1) and configs/demo.py. The timed function is exactly what `gesture_jax.generate`
+runs: the conditioning once, then the whole sampler loop as one jitted scan. Compilation is
+timed separately (first call); "seconds" is the best of `--repeats` later calls.
+
+DDPM uses every training step (1000 at the reference shape). Every step costs the same one
+network evaluation, so unless --full_ddpm is given it is timed over `--ddpm_probe_steps`
+respaced steps of the same code and scaled to the full count ("extrapolated": true).
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import time
+import types
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from gesture_jax import generate as G  # noqa: E402
+from gesture_jax.models.denoiser import build_denoiser  # noqa: E402
+from gesture_jax.sampling import long_audio  # noqa: E402
+
+# (config module, motion features, audio feature dim) of each benchmarked shape
+SHAPES = {"reference": ("beat", 156, 768), "demo": ("demo", None, 80)}
+
+
+def _config(name: str):
+    import importlib
+    return importlib.import_module(f"configs.{name}").get_config()
+
+
+def bench_shape(shape: str, samplers: list[str], seconds: float, repeats: int, full_ddpm: bool,
+                probe: int) -> dict:
+    cfg_name, motion_dim, audio_dim = SHAPES[shape]
+    cfg = _config(cfg_name)
+    if motion_dim is None:  # demo: the synthetic corpus' feature count (23 joints; see data_prep)
+        motion_dim = 75
+    fps = float(cfg.data.fps)
+    window = int(round(cfg.data.window_s * fps))
+    frames = int(round(seconds * fps))
+    t0 = time.perf_counter()
+    model = build_denoiser(cfg.model, motion_dim, audio_dim, window, nnx.Rngs(0), fps=fps)
+    params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    build_s = time.perf_counter() - t0
+    bundle = types.SimpleNamespace(config=cfg, model=model, pipeline=None, manifest={})
+    feats = [np.random.default_rng(0).standard_normal((max(frames, window), audio_dim)).astype(np.float32)]
+    plan = long_audio.plan_windows([feats[0].shape[0]], window, int(round(cfg.sample.overlap_s * fps)))
+    audio_w = jnp.asarray(long_audio.gather_windows(feats, plan, window))
+    out = {"config": f"configs/{cfg_name}.py", "params": params, "motion_dim": motion_dim, "audio_dim": audio_dim,
+           "window_frames": window, "windows": plan.num_windows, "seconds_of_motion": seconds,
+           "batch": 1, "diffusion_steps": int(cfg.diffusion.num_steps), "build_s": round(build_s, 2),
+           "samplers": {}}
+    T = int(cfg.diffusion.num_steps)
+    for name in samplers:
+        steps = {"ddpm": T, "ddim": 50, "dpm-solver++": 20}[name]
+        run_steps = steps if (name != "ddpm" or full_ddpm) else min(probe, T)
+        opts = G.SamplingOptions(sampler=name, steps=run_steps, batch_windows=max(1, plan.num_windows))
+        fn, state, _, coeffs = G.build_sampling_fn(bundle, plan, opts)
+        t = time.perf_counter()
+        jax.block_until_ready(fn(state, audio_w, jax.random.key(0)))
+        first = time.perf_counter() - t
+        times = []
+        for i in range(repeats):
+            t = time.perf_counter()
+            jax.block_until_ready(fn(state, audio_w, jax.random.key(i + 1)))
+            times.append(time.perf_counter() - t)
+        best = min(times)
+        scale = steps / coeffs.num_steps
+        out["samplers"][name] = {
+            "steps": steps, "measured_steps": coeffs.num_steps, "extrapolated": scale != 1.0,
+            "seconds": round(best * scale, 3), "seconds_per_step": round(best / coeffs.num_steps, 4),
+            "first_call_s": round(first, 2), "runs": [round(x, 3) for x in times]}
+        print(json.dumps({shape: {name: out["samplers"][name]}}), file=sys.stderr, flush=True)
+        del fn
+        gc.collect()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shapes", default="reference,demo")
+    ap.add_argument("--samplers", default="ddpm,ddim,dpm-solver++")
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--full_ddpm", action="store_true")
+    ap.add_argument("--ddpm_probe_steps", type=int, default=50)
+    a = ap.parse_args()
+    res = {"bench": "sample", "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+           "cpu_count": os.cpu_count(), "machine": platform.machine(), "jax": jax.__version__, "shapes": {}}
+    for shape in a.shapes.split(","):
+        res["shapes"][shape] = bench_shape(shape, a.samplers.split(","), a.seconds, a.repeats, a.full_ddpm,
+                                           a.ddpm_probe_steps)
+        gc.collect()
+    print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
