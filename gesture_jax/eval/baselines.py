@@ -1,0 +1,62 @@
+"""Reference sets scored by the same metrics, so a model's numbers have context.
+
+- ground_truth:  the held-out motion itself (FGD 0 by construction; BC and kinematics of
+                 natural motion with its own audio: the target).
+- mismatched:    natural motion paired with the wrong audio: file i gets the motion of file
+                 i+1 (cyclically), fitted to file i's length. Natural kinematics, no audio
+                 alignment: a model must beat this on BC to show it listens to the audio.
+- mean_pose:     the training set's mean pose held still (no motion at all).
+- random_noise:  standard-normal motion features (the standardized space the model samples
+                 in), turned into positions by the motion pipeline's inverse: valid skeletons,
+                 no temporal structure.
+All are deterministic given their inputs and seed.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+BASELINES = ("ground_truth", "mismatched", "mean_pose", "random_noise")
+
+
+def fit_length(clip: np.ndarray, length: int) -> np.ndarray:
+    """Crop, or extend by playing back and forth (no jump at the joins), to `length` frames."""
+    if clip.shape[0] >= length:
+        return clip[:length]
+    if clip.shape[0] < 2:
+        return np.repeat(clip[:1], length, axis=0)
+    period = np.concatenate([clip, clip[-2:0:-1]])  # forward then backward, without repeating ends
+    reps = -(-length // period.shape[0])
+    return np.concatenate([period] * reps)[:length]
+
+
+def mismatched(real: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """File i gets file (i+1)'s motion fitted to file i's length; one file: its time reversal."""
+    n = len(real)
+    if n == 1:
+        return [np.ascontiguousarray(real[0][::-1])]
+    return [fit_length(real[(i + 1) % n], real[i].shape[0]) for i in range(n)]
+
+
+def mean_pose(real: Sequence[np.ndarray], pose: np.ndarray) -> list[np.ndarray]:
+    """The pose [J, 3] held for every file's length."""
+    pose = np.asarray(pose, np.float64)
+    return [np.repeat(pose[None], c.shape[0], axis=0) for c in real]
+
+
+def random_noise(real: Sequence[np.ndarray], feature_dim: int,
+                 features_to_positions: Callable[[np.ndarray], np.ndarray], seed: int = 0) -> list[np.ndarray]:
+    """N(0, 1) motion features [N_i, F] per file -> positions via the pipeline's inverse.
+
+    features_to_positions must return [N_i, J, 3] at the evaluation frame rate.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
+    out = []
+    for c in real:
+        feats = rng.standard_normal((c.shape[0], feature_dim)).astype(np.float32)
+        pos = np.asarray(features_to_positions(feats), np.float64)
+        if pos.shape[0] != c.shape[0]:
+            pos = fit_length(pos, c.shape[0])
+        out.append(pos)
+    return out
