@@ -37,12 +37,33 @@ def _side_of(name: str) -> int:
     return 0
 
 
-def _project(positions: np.ndarray, view: str) -> np.ndarray:
-    """[N, J, 3] (Y up) -> [N, J, 2] image-plane coordinates (u right, v up)."""
-    if view == "front":  # looking along -Z: X to the right
-        return positions[..., [0, 1]]
-    if view == "side":  # looking along -X: -Z to the right
-        return np.stack([-positions[..., 2], positions[..., 1]], axis=-1)
+def _facing_axes(positions: np.ndarray, sides: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Horizontal unit vectors (lateral = toward the figure's left, forward) for the whole clip.
+
+    From the mean offset of left-named to right-named joints when both exist, so the "front"
+    panel really looks at the figure's front whichever way the dataset faces; else X and Z.
+    """
+    left, right = sides == 1, sides == 2
+    lateral = np.array([1.0, 0.0, 0.0])
+    if left.any() and right.any():
+        d = (positions[:, left].mean(axis=(0, 1)) - positions[:, right].mean(axis=(0, 1)))
+        d[1] = 0.0
+        if np.linalg.norm(d) > 1e-6:
+            lateral = d / np.linalg.norm(d)
+    forward = np.cross(lateral, np.array([0.0, 1.0, 0.0]))  # left x up = forward (Y up, right-handed)
+    return lateral, forward
+
+
+def _project(positions: np.ndarray, view: str, lateral: np.ndarray, forward: np.ndarray) -> np.ndarray:
+    """[N, J, 3] (Y up) -> [N, J, 2] image-plane coordinates (u right, v up).
+
+    front: seen from ahead, the figure's left on the image's right; side: seen from the
+    figure's right, facing direction to the image's right.
+    """
+    if view == "front":
+        return np.stack([positions @ lateral, positions[..., 1]], axis=-1)
+    if view == "side":
+        return np.stack([positions @ forward, positions[..., 1]], axis=-1)
     raise ValueError(f"unknown view {view!r}")
 
 
@@ -104,8 +125,9 @@ def render_frames(positions: np.ndarray, parents: Sequence[int], *, names: Seque
     h, w = height - height % 2, panel_width - panel_width % 2
     panels, floor_rows = [], []
     floor_y = float(positions[..., 1].min())
+    lateral, forward = _facing_axes(positions, sides)
     for view in ("front", "side"):
-        uv = _project(positions, view)
+        uv = _project(positions, view, lateral, forward)
         center, scale = _fit(uv, h, w)
         panels.append(_to_pixels(uv, center, scale, h, w))  # [N, J, 2] pixels
         floor = _to_pixels(np.array([0.0, floor_y]), center, scale, h, w)[1]

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The whole demo on one machine (minutes on a 2-core CPU):
+#   synthetic speech+gesture corpus -> ArrayRecord shards -> train the small model
+#   -> generate from a held-out clip -> BVH + stick-figure MP4 with the audio.
+#
+#   bash launch/demo.sh [OUT]          # OUT defaults to runs/demo; `make demo` runs this
+#
+# Layout of OUT: data_src/ (generated WAV+BVH), data/ (shards + manifest), run/ (training
+# workdir: config, checkpoints, metrics), out/ (generated BVH + MP4).
+# Re-running continues where it stopped: the corpus and shards are reused, training resumes
+# from its last checkpoint (and does nothing when finished), generation is redone.
+# Environment: PYTHON (default .venv/bin/python if present), DEMO_TRAIN_STEPS (default: the
+# config's train.num_steps), DEMO_SAMPLER / DEMO_STEPS (default: the config's ddpm, all steps).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$HERE"
+OUT="${1:-runs/demo}"
+if [[ -z "${PYTHON:-}" ]]; then
+  if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+CONFIG=configs/demo.py
+SRC="$OUT/data_src"
+DATA="$OUT/data"
+RUN="$OUT/run"
+GEN="$OUT/out"
+mkdir -p "$OUT"
+t0=$SECONDS
+step() { echo; echo "== [$((SECONDS - t0)) s] $*"; }
+
+step "1/4 synthetic corpus -> $SRC"
+if ls "$SRC"/demo_test_*.wav >/dev/null 2>&1; then
+  echo "corpus exists, reusing"
+else
+  "$PYTHON" -m data_prep.synthetic --config="$CONFIG" --config.data.root="$SRC"
+fi
+
+step "2/4 prepare shards -> $DATA"
+"$PYTHON" -m data_prep.prepare --config="$CONFIG" --config.data.root="$SRC" --config.data.out="$DATA"
+
+step "3/4 train -> $RUN"
+TRAIN_ARGS=(--config="$CONFIG" --config.data.root="$SRC" --config.data.out="$DATA" --workdir="$RUN")
+if [[ -n "${DEMO_TRAIN_STEPS:-}" ]]; then TRAIN_ARGS+=(--config.train.num_steps="$DEMO_TRAIN_STEPS"); fi
+"$PYTHON" -m gesture_jax.train "${TRAIN_ARGS[@]}"
+
+step "4/4 generate from a held-out clip -> $GEN"
+CLIP="$(ls "$SRC"/demo_test_*.wav | head -n 1)"
+GEN_ARGS=(--workdir="$RUN" --audio="$CLIP" --out="$GEN" --video)
+if [[ -n "${DEMO_SAMPLER:-}" ]]; then GEN_ARGS+=(--sampler="$DEMO_SAMPLER"); fi
+if [[ -n "${DEMO_STEPS:-}" ]]; then GEN_ARGS+=(--steps="$DEMO_STEPS"); fi
+"$PYTHON" -m gesture_jax.generate "${GEN_ARGS[@]}"
+
+echo
+echo "== done in $((SECONDS - t0)) s"
+ls -l "$GEN"
