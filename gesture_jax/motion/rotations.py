@@ -244,7 +244,7 @@ def quat_continuity(q, axis: int = 0, xp=None):
     q = xp.moveaxis(xp.asarray(q), axis, 0)
     dots = xp.sum(q[1:] * q[:-1], axis=-1)
     flips = xp.where(dots < 0, -1.0, 1.0)
-    sign = xp.concatenate([xp.ones_like(flips[:1]), xp.cumprod(flips, axis=0)], axis=0)
+    sign = xp.concatenate([xp.ones_like(q[:1, ..., 0]), xp.cumprod(flips, axis=0)], axis=0)
     return xp.moveaxis(q * sign[..., None], 0, axis)
 
 
