@@ -310,3 +310,14 @@ def test_from_config():
     cfg = zeggs.get_config()
     pipe = MotionPipeline.from_config(cfg.data)
     assert pipe.fps == 20 and pipe.joints == list(cfg.data.joints)
+
+
+@pytest.mark.parametrize("n, fps", [(1, 30), (2, 30), (2, 60), (3, 20)])
+def test_tiny_takes(n, fps):
+    b = toy_bvh(n=n)
+    pipe = MotionPipeline(fps=fps).fit([b])
+    x = pipe.transform(b)
+    inv = pipe.inverse(x, pipe.root_start(b))
+    assert inv.num_frames == x.shape[0] >= 1
+    if fps == 30:
+        np.testing.assert_allclose(bvh_positions(inv), bvh_positions(b), atol=1e-4)
