@@ -179,3 +179,14 @@ def test_skeleton_helpers():
     assert sk.num_channels == 3 and sk.channel_starts() == [0, 2] and sk.index("b") == 1
     with pytest.raises(ValueError):
         BVH(sk, np.zeros((2, 4)), 0.05)
+
+
+def test_fk_jax_with_local_translations_and_jit(tmp_path):
+    import jax
+    import jax.numpy as jnp
+    b = read_bvh(_write(tmp_path, SMALL))  # Head has its own position channels
+    rots, trans = bvh_local_transforms(b)
+    sk = b.skeleton
+    fk = jax.jit(lambda r, t: forward_kinematics(sk.parents, sk.offsets, r, t[:, 0], t))
+    p_j = fk(jnp.asarray(rots, jnp.float32), jnp.asarray(trans, jnp.float32))
+    np.testing.assert_allclose(np.asarray(p_j), bvh_positions(b), atol=1e-3)
