@@ -216,32 +216,50 @@ def windows_job(item: tuple[datasets.SourcePair, str]) -> tuple[str, str | None]
     return pair.file_id, meta.get("reason")
 
 
-def _run_jobs(fn: Callable, items: Sequence, cfg: ml_collections.ConfigDict, out: Path, desc: str,
-              progress: bool) -> None:
-    """Run ``fn`` over ``items`` in data.num_workers processes (1: here), with a progress bar."""
-    from tqdm import tqdm
-    if not items:
-        return
-    n = cfg.data.num_workers or os.cpu_count() or 1
-    n = max(1, min(n, len(items)))
-    args = (cfg.to_dict(), str(out))
-    bar = tqdm(total=len(items), desc=desc, unit="file", disable=not progress, file=sys.stderr)
-    failed = []
-    if n == 1:
-        _init_worker(*args)
-        for it in items:
-            fid, err = fn(it)
+class _Workers:
+    """data.num_workers processes (1: this process) shared by the stats and window stages.
+
+    One pool for both stages: a spawned worker pays the library imports once (seconds on
+    a busy machine). Created on first use, so a run with nothing left to do starts none.
+    """
+
+    def __init__(self, cfg: ml_collections.ConfigDict, out: Path, max_jobs: int, progress: bool):
+        n = cfg.data.num_workers or os.cpu_count() or 1
+        self.n = max(1, min(n, max_jobs))
+        self.args = (cfg.to_dict(), str(out))
+        self.progress = progress
+        self.pool = None
+        if self.n == 1:
+            _init_worker(*self.args)
+
+    def run(self, fn: Callable, items: Sequence, desc: str) -> None:
+        """``fn`` over ``items`` with a progress bar; skipped files are printed."""
+        from tqdm import tqdm
+        if not items:
+            return
+        bar = tqdm(total=len(items), desc=desc, unit="file", disable=not self.progress, file=sys.stderr)
+        if self.n == 1:
+            results = map(fn, items)
+        else:
+            if self.pool is None:
+                ctx = multiprocessing.get_context("spawn")  # no fork after jax/threads started
+                self.pool = ctx.Pool(self.n, initializer=_init_worker, initargs=self.args)
+            results = self.pool.imap_unordered(fn, items)
+        failed = []
+        for fid, err in results:
             failed += [f"{fid}: {err}"] if err else []
             bar.update()
-    else:
-        ctx = multiprocessing.get_context("spawn")  # no fork after jax/threads started
-        with ctx.Pool(n, initializer=_init_worker, initargs=args) as pool:
-            for fid, err in pool.imap_unordered(fn, items):
-                failed += [f"{fid}: {err}"] if err else []
-                bar.update()
-    bar.close()
-    for f in failed:
-        print(f"[prepare] skipped {f}", file=sys.stderr)
+        bar.close()
+        for f in failed:
+            print(f"[prepare] skipped {f}", file=sys.stderr)
+
+    def __enter__(self) -> "_Workers":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.close() if exc[0] is None else self.pool.terminate()
+            self.pool.join()
 
 
 def _wait_for(paths: Callable[[], list[Path]], what: str, wait_s: float) -> None:
@@ -377,20 +395,21 @@ def run_prepare(cfg: ml_collections.ConfigDict, *, num_shards: int = 1, shard_in
     train = splits["train"]
 
     # stage 2: stats of my training files, then wait for the others' (multi-machine)
-    todo = [p for p in train if mine(p) and not _stats_path(out, p.file_id).is_file()
-            and not _stats_error_path(out, p.file_id).is_file()]
-    if not (out / manifest_lib.PIPELINE_DIR).is_dir():
-        _run_jobs(stats_job, todo, cfg, out, "motion stats", progress)
-        _wait_for(lambda: [_stats_path(out, q.file_id) for q in train
-                           if not _stats_error_path(out, q.file_id).is_file()], "training-file stats", wait_s)
-    pipe = fit_pipeline(cfg, out, train)
-
-    # stage 4: windows of my files (all splits)
+    need_fit = not (out / manifest_lib.PIPELINE_DIR).is_dir()
+    stats_todo = [p for p in train if need_fit and mine(p) and not _stats_path(out, p.file_id).is_file()
+                  and not _stats_error_path(out, p.file_id).is_file()]
     items = [(p, s) for s, ps in splits.items() for p in ps]
     items.sort(key=lambda it: order[it[0].file_id])
-    todo = [(p, s) for p, s in items if mine(p) and not _win_meta_path(out, p.file_id).is_file()
-            and not (s == "train" and _stats_error_path(out, p.file_id).is_file())]
-    _run_jobs(windows_job, todo, cfg, out, "windows", progress)
+    win_todo = lambda: [(p, s) for p, s in items if mine(p) and not _win_meta_path(out, p.file_id).is_file()  # noqa: E731
+                        and not (s == "train" and _stats_error_path(out, p.file_id).is_file())]
+    with _Workers(cfg, out, max(len(stats_todo), len(win_todo())), progress) as workers:
+        if need_fit:
+            workers.run(stats_job, stats_todo, "motion stats")
+            _wait_for(lambda: [_stats_path(out, q.file_id) for q in train
+                               if not _stats_error_path(out, q.file_id).is_file()], "training-file stats", wait_s)
+        pipe = fit_pipeline(cfg, out, train)
+        # stage 4: windows of my files (all splits)
+        workers.run(windows_job, win_todo(), "windows")
     if shard_index != 0:
         print(f"[prepare] shard {shard_index}/{num_shards} done; shard 0 assembles the shards", file=sys.stderr)
         return None

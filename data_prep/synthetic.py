@@ -2,9 +2,8 @@
 
     python -m data_prep.synthetic --config=configs/demo.py   # writes into cfg.data.root
 
-Writes ``train/demo_train_NNN.{wav,bvh}`` and held-out ``test/demo_test_NNN.{wav,bvh}``
-(matching the ``demo_test_*`` holdout of configs/demo.py; ``test/`` is the folder of
-speech to generate gestures for), plus ``*.onsets.json`` sidecars with the ground-truth
+Writes ``demo_train_NNN.{wav,bvh}`` and held-out ``demo_test_NNN.{wav,bvh}`` into
+``data.root`` (matching the ``demo_test_*`` holdout of configs/demo.py), plus ``*.onsets.json`` sidecars with the ground-truth
 timing. Sizes come from ``cfg.data.synthetic`` (num_train, num_test, duration_s, seed).
 The same seed gives byte-identical files; file i depends only on (seed, i).
 
@@ -258,12 +257,11 @@ def generate_corpus(out_dir: str | Path, *, num_train: int = DEFAULTS["num_train
                     seed: int = DEFAULTS["seed"]) -> list[str]:
     """Write the whole corpus; returns the file stems. File i uses seed (seed, i) only."""
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     stems = [f"demo_train_{i:03d}" for i in range(num_train)] + [f"demo_test_{i:03d}" for i in range(num_test)]
     for i, stem in enumerate(stems):
         file_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
-        folder = out / ("test" if stem.startswith("demo_test_") else "train")
-        folder.mkdir(parents=True, exist_ok=True)
-        generate_file(folder, stem, file_seed, duration_s)
+        generate_file(out, stem, file_seed, duration_s)
     return stems
 
 

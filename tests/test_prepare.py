@@ -28,14 +28,14 @@ def corpus(tmp_path_factory) -> Path:
     return root
 
 
-def _cmd(root: Path, out: Path, *extra: str) -> list[str]:
+def _cmd(root: Path, out: Path, *extra: str, workers: int = 1) -> list[str]:
     return [sys.executable, "-m", "data_prep.prepare", "--config=configs/demo.py",
-            f"--config.data.root={root}", f"--config.data.out={out}", "--config.data.num_workers=1",
+            f"--config.data.root={root}", f"--config.data.out={out}", f"--config.data.num_workers={workers}",
             "--config.data.records_per_shard=16", *extra]
 
 
-def _prepare(root: Path, out: Path, *extra: str) -> dict:
-    r = subprocess.run(_cmd(root, out, *extra), cwd=REPO, capture_output=True, text=True, timeout=300)
+def _prepare(root: Path, out: Path, *extra: str, workers: int = 1) -> dict:
+    r = subprocess.run(_cmd(root, out, *extra, workers=workers), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads((out / "manifest.json").read_text())
 
@@ -57,8 +57,10 @@ def _shard_bytes(out: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def baseline(corpus, tmp_path_factory) -> Path:
+    """The command with 2 worker processes; every other run here uses 1 (in-process), so
+    comparisons with it also show that worker processes do not change the bytes."""
     out = tmp_path_factory.mktemp("prepared") / "a"
-    _prepare(corpus, out)
+    _prepare(corpus, out, workers=2)
     return out
 
 
@@ -113,13 +115,13 @@ def test_killed_run_resumes_to_the_same_bytes(corpus, baseline, tmp_path):
 def test_unreadable_and_unpaired_files_are_listed_and_skipped(corpus, tmp_path):
     root = tmp_path / "src"
     root.mkdir()
-    for p in corpus.rglob("*.*"):
+    for p in corpus.glob("*.*"):
         (root / p.name).symlink_to(p)
     (root / "demo_train_007.bvh").write_text("HIERARCHY\nROOT Hips\n{\n OFFSET 0 0\n")  # truncated
-    os.link(corpus / "train" / "demo_train_000.wav", root / "demo_train_007.wav")
+    os.link(corpus / "demo_train_000.wav", root / "demo_train_007.wav")
     (root / "demo_train_008.wav").write_bytes(b"RIFF not a wav")                   # unreadable audio
-    os.link(corpus / "train" / "demo_train_000.bvh", root / "demo_train_008.bvh")
-    (root / "demo_test_005.wav").symlink_to(corpus / "test" / "demo_test_000.wav")  # no BVH
+    os.link(corpus / "demo_train_000.bvh", root / "demo_train_008.bvh")
+    (root / "demo_test_005.wav").symlink_to(corpus / "demo_test_000.wav")  # no BVH
     m = _prepare_here(root, tmp_path / "out")
     reasons = {s["path"]: s["reason"] for s in m["skipped"]}
     assert set(reasons) == {"demo_train_007.bvh", "demo_train_008.bvh", "demo_test_005.wav"}, reasons

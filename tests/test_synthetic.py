@@ -23,8 +23,8 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
     a, b, c = _corpus(tmp_path, "a"), _corpus(tmp_path, "b"), _corpus(tmp_path, "c", seed=4)
     files = sorted(p.relative_to(a) for p in a.rglob("*.*"))
     assert [str(f) for f in files] == [
-        "test/demo_test_000.bvh", "test/demo_test_000.onsets.json", "test/demo_test_000.wav",
-        "train/demo_train_000.bvh", "train/demo_train_000.onsets.json", "train/demo_train_000.wav"]
+        "demo_test_000.bvh", "demo_test_000.onsets.json", "demo_test_000.wav",
+        "demo_train_000.bvh", "demo_train_000.onsets.json", "demo_train_000.wav"]
     for f in files:
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
     assert (a / files[0]).read_bytes() != (c / files[0]).read_bytes()
@@ -32,13 +32,13 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
 
 def test_skeleton_audio_format_and_pairing(tmp_path):
     root = _corpus(tmp_path)
-    bvh = read_bvh(root / "train" / "demo_train_000.bvh")
+    bvh = read_bvh(root / "demo_train_000.bvh")
     sk = bvh.skeleton
     assert sk.names == trinity.TRINITY_JOINTS and sk.parents[0] == -1
     assert sk.channels[0][:3] == ["Xposition", "Yposition", "Zposition"]
     assert all(sk.rotation_order(j) == "ZXY" for j in range(sk.num_joints))
     assert bvh.fps == synthetic.SOURCE_FPS and bvh.num_frames == 8 * synthetic.SOURCE_FPS
-    with wave.open(str(root / "train" / "demo_train_000.wav")) as w:
+    with wave.open(str(root / "demo_train_000.wav")) as w:
         assert (w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()) == (16000, 1, 2, 128000)
     disc = datasets.discover("demo", root)
     splits = datasets.assign_splits("demo", disc.pairs, ["demo_test_*"])
@@ -48,8 +48,8 @@ def test_skeleton_audio_format_and_pairing(tmp_path):
 
 def test_wrist_speed_minima_at_onsets_and_peaks_one_sigma_away(tmp_path):
     root = _corpus(tmp_path, duration_s=12.0)
-    bvh = read_bvh(root / "train" / "demo_train_000.bvh")
-    side = json.loads((root / "train" / "demo_train_000.onsets.json").read_text())
+    bvh = read_bvh(root / "demo_train_000.bvh")
+    side = json.loads((root / "demo_train_000.onsets.json").read_text())
     fps = bvh.fps
     pos = bvh_positions(bvh)[:, bvh.skeleton.index("RightHand")]       # [N, 3]
     speed = np.linalg.norm(np.diff(pos, axis=0), axis=1) * fps          # sample k at (k + 0.5) / fps
@@ -67,9 +67,9 @@ def test_wrist_speed_minima_at_onsets_and_peaks_one_sigma_away(tmp_path):
 
 def test_audio_energy_rises_at_onsets(tmp_path):
     root = _corpus(tmp_path)
-    with wave.open(str(root / "train" / "demo_train_000.wav")) as w:
+    with wave.open(str(root / "demo_train_000.wav")) as w:
         x = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float64)
-    onsets = json.loads((root / "train" / "demo_train_000.onsets.json").read_text())["onsets_s"]
+    onsets = json.loads((root / "demo_train_000.onsets.json").read_text())["onsets_s"]
     ratios = []
     for o in onsets:
         i = int(o * 16000)
