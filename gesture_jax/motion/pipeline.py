@@ -41,9 +41,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from gesture_jax.motion.bvh import BVH, Skeleton
-from gesture_jax.motion.channels import frames_from_local, local_transforms
+from gesture_jax.motion.channels import frames_from_local
 from gesture_jax.motion.mirror import mirror_local, mirror_pairs
-from gesture_jax.motion.resample import effective_fps, resample_local
+from gesture_jax.motion.resample import effective_fps, resample_to_local
 from gesture_jax.motion.root import RootStart, deltas_to_root, root_to_deltas
 from gesture_jax.motion.rotations import (expmap_continuity, expmap_to_matrix, matrix_to_expmap, matrix_to_quat,
                                           quat_to_matrix)
@@ -220,8 +220,7 @@ class MotionPipeline:
         sk = bvh.skeleton
         if bvh.num_frames == 0:
             raise MotionPipelineError(f"{bvh.path or '<bvh>'}: no frames")
-        rots, trans = local_transforms(sk, bvh.frames)
-        rots, trans = resample_local(rots, trans, effective_fps(bvh.frame_time), self.fps)
+        rots, trans = resample_to_local(sk, bvh.frames, effective_fps(bvh.frame_time), self.fps)
         if mirror:
             rots, trans = mirror_local(rots, trans, mirror_pairs(sk.names))
         return rots, trans

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from gesture_jax.motion.bvh import BVH
+from gesture_jax.motion.bvh import BVH, Skeleton
 from gesture_jax.motion.channels import frames_from_local, local_transforms
-from gesture_jax.motion.rotations import matrix_to_quat, quat_continuity, quat_slerp, quat_to_matrix
+from gesture_jax.motion.rotations import matrix_to_quat, quat_slerp, quat_to_matrix
 
-__all__ = ["effective_fps", "same_fps", "resample_times", "resample_local", "resample_bvh"]
+__all__ = ["effective_fps", "same_fps", "resample_times", "resample_local", "resample_to_local", "resample_bvh"]
 
 
 def effective_fps(frame_time: float, tol: float = 1e-3) -> float:
@@ -40,25 +40,51 @@ def resample_times(n_src: int, src_fps: float, dst_fps: float) -> np.ndarray:
     return np.minimum(pos, n_src - 1)
 
 
+def _brackets(n_src: int, src_fps: float, dst_fps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each output frame: source frames (i0, i1) around it and the weight w of i1."""
+    pos = resample_times(n_src, src_fps, dst_fps)
+    i0 = np.minimum(np.floor(pos + 1e-9).astype(np.int64), n_src - 1)
+    i1 = np.minimum(i0 + 1, n_src - 1)
+    w = np.clip(pos - i0, 0.0, 1.0)  # [M]
+    w[np.abs(w) < 1e-9] = 0.0
+    return i0, i1, w
+
+
+def _interpolate(r0, r1, t0, t1, w):
+    """Slerp between rotations r0 -> r1 [M, J, 3, 3] and lerp t0 -> t1 [M, J, 3] at weights w [M]."""
+    J = r0.shape[1]
+    qm = quat_slerp(matrix_to_quat(r0), matrix_to_quat(r1), np.broadcast_to(w[:, None], (len(w), J)))
+    out_r = quat_to_matrix(qm)
+    exact = w == 0.0
+    out_r[exact] = r0[exact]  # keep input frames bit-exact where they coincide
+    out_t = t0 * (1.0 - w)[:, None, None] + t1 * w[:, None, None]
+    return out_r, out_t
+
+
 def resample_local(rots: np.ndarray, trans: np.ndarray, src_fps: float, dst_fps: float
                    ) -> tuple[np.ndarray, np.ndarray]:
     """rots [N, J, 3, 3], trans [N, J, 3] at src_fps -> same at dst_fps (M frames)."""
     if same_fps(src_fps, dst_fps):
         return rots, trans
-    pos = resample_times(rots.shape[0], src_fps, dst_fps)
-    i0 = np.floor(pos + 1e-9).astype(np.int64)
-    i0 = np.minimum(i0, rots.shape[0] - 1)
-    i1 = np.minimum(i0 + 1, rots.shape[0] - 1)
-    w = np.clip(pos - i0, 0.0, 1.0)  # [M]
-    w[np.abs(w) < 1e-9] = 0.0
-    q = quat_continuity(matrix_to_quat(rots), axis=0)  # [N, J, 4]
-    J = rots.shape[1]
-    qm = quat_slerp(q[i0], q[i1], np.broadcast_to(w[:, None], (len(w), J)))
-    out_r = quat_to_matrix(qm)
-    exact = w == 0.0
-    out_r[exact] = rots[i0[exact]]  # keep input frames bit-exact where they coincide
-    out_t = trans[i0] * (1.0 - w)[:, None, None] + trans[i1] * w[:, None, None]
-    return out_r, out_t
+    i0, i1, w = _brackets(rots.shape[0], src_fps, dst_fps)
+    return _interpolate(rots[i0], rots[i1], trans[i0], trans[i1], w)
+
+
+def resample_to_local(skeleton: Skeleton, frames: np.ndarray, src_fps: float, dst_fps: float
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Local transforms at dst_fps straight from channel values [N, C] at src_fps.
+
+    Only the source frames that output frames need are converted (120 -> 20 fps touches
+    one frame in six), which is what makes preparing BEAT at 120 fps cheap.
+    """
+    frames = np.asarray(frames, np.float64)
+    if same_fps(src_fps, dst_fps):
+        return local_transforms(skeleton, frames)
+    i0, i1, w = _brackets(frames.shape[0], src_fps, dst_fps)
+    need = np.unique(np.concatenate([i0, i1[w > 0]]))
+    rots, trans = local_transforms(skeleton, frames[need])
+    k0, k1 = np.searchsorted(need, i0), np.searchsorted(need, np.where(w > 0, i1, i0))
+    return _interpolate(rots[k0], rots[k1], trans[k0], trans[k1], w)
 
 
 def resample_bvh(bvh: BVH, fps: float) -> BVH:
@@ -66,6 +92,5 @@ def resample_bvh(bvh: BVH, fps: float) -> BVH:
     src = effective_fps(bvh.frame_time)
     if same_fps(src, fps):
         return BVH(bvh.skeleton, bvh.frames.copy(), 1.0 / fps, path=bvh.path)
-    rots, trans = local_transforms(bvh.skeleton, bvh.frames)
-    r, t = resample_local(rots, trans, src, fps)
+    r, t = resample_to_local(bvh.skeleton, bvh.frames, src, fps)
     return BVH(bvh.skeleton, frames_from_local(bvh.skeleton, r, t), 1.0 / fps, path=bvh.path)
