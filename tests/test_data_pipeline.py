@@ -122,14 +122,19 @@ def test_random_crop_keeps_motion_and_audio_aligned(tmp_path):
     assert bt["motion"].shape[1] == T
 
 
-def test_grain_worker_processes_match_in_process(tmp_path):
+def test_grain_worker_processes_match_in_process_and_resume(tmp_path):
     cfg = make_prepared(tmp_path / "d")
     kw = dict(batch_size=4, seed=2, process_index=0, process_count=1)
     ref = [_ids(b) for _, b in zip(range(4), pipeline.make_iterator(cfg, "train", **kw))]
     with cfg.unlocked():
-        cfg.data.grain_workers = 2
+        cfg.data.grain_workers = 1
     it = pipeline.make_iterator(cfg, "train", **kw)
-    assert [_ids(b) for _, b in zip(range(4), it)] == ref
+    assert [_ids(next(it)) for _ in range(2)] == ref[:2]
+    state = it.get_state()  # worker processes' positions are part of the state
+    assert [_ids(next(it)) for _ in range(2)] == ref[2:]
+    fresh = pipeline.make_iterator(cfg, "train", **kw)
+    fresh.set_state(state)
+    assert [_ids(next(fresh)) for _ in range(2)] == ref[2:]
 
 
 # ------------------------------------------------------------------------------ bad input
