@@ -4,8 +4,10 @@
     python bench/data_throughput.py --config=configs/zeggs.py --config.data.root=SRC \\
         --config.audio.feature=mel         # a real dataset (mel features)
 
-Preparation rate = seconds of source audio prepared per wall-clock second (cold run into
-an empty folder: stats, fit, features, windows, shards). Grain rate = training windows
+Preparation rate = seconds of source audio prepared per wall-clock second: a cold run of
+the command's code into an empty folder with data.num_workers processes (stats, fit,
+features, windows, shards; includes worker start-up), then a warm run in this process
+with one worker (the steady per-core rate). Grain rate = training windows
 per second delivered as batches [B, T, F] by gesture_jax.data.pipeline (in-process and
 with ``--grain_workers`` worker processes), after ``--warmup`` batches.
 """
@@ -65,6 +67,17 @@ def main(argv) -> None:
                    "prepare_num_workers": cfg.data.num_workers or os.cpu_count(),
                    "prepare_source_s_per_s": round(src_s / prep_s, 2), "windows": m["counts"],
                    "motion_dim": m["motion"]["feature_dim"], "audio_dim": m["audio"]["dim"]})
+
+    # the same again in this process (1 worker, libraries already imported): the steady
+    # per-core rate, without the worker processes' start-up that dominates a small corpus
+    cfg.data.out, workers = str(work / "prepared_warm"), cfg.data.num_workers
+    cfg.data.num_workers = 1
+    t0 = time.perf_counter()
+    prepare.run_prepare(cfg, progress=False)
+    warm_s = time.perf_counter() - t0
+    cfg.data.out, cfg.data.num_workers = str(work / "prepared"), workers
+    result.update({"prepare_warm_1proc_wall_s": round(warm_s, 2),
+                   "prepare_warm_1proc_source_s_per_s": round(src_s / warm_s, 2)})
 
     bs = _BATCH_SIZE.value or cfg.train.batch_size
     grain = {}

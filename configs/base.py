@@ -29,11 +29,12 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.window_s = 20.0            # training window length (reference: 20 s = 400 frames)
     c.data.stride_s = 10.0            # training window stride (reference: 10 s)
     c.data.test_stride_s = 20.0       # held-out windows do not overlap
-    c.data.joints = []                # joint selection (names); empty = every joint
+    # joints / holdout are tuples so the command line can set them: --config.data.holdout="('x*',)"
+    c.data.joints = ()                # joint selection (names); empty = every joint
     c.data.root_position_smoothing = 0.0  # pos_rot_deltas: Gaussian sigma (frames) of the ground trajectory (reference: 0)
     c.data.root_rotation_smoothing = 0.0  # pos_rot_deltas: Gaussian sigma (frames) of the heading (reference: 0)
     c.data.constant_eps = 1e-6        # motion channels with training std below this are dropped (reference: 1e-6)
-    c.data.holdout = []               # file-name patterns (fnmatch) held out as the test split
+    c.data.holdout = ()               # file-name patterns (fnmatch) held out as the test split
     c.data.val_fraction = 0.0         # fraction of training files used for validation loss
     c.data.mirror = True              # add mirrored training windows
     c.data.num_workers = 0            # preparation worker processes (0 = all cores)
