@@ -148,7 +148,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.eval.bc_threshold = 0.3         # motion beat: normalized speed above this
     c.eval.bc_mask_frames = 60        # frames masked at each end of a file
     c.eval.bc_hop = 512               # librosa onset hop at 16 kHz
-    c.eval.bc_joints = []             # joint names for BC; empty = subtree of the first *Spine* joint minus fingers
+    c.eval.bc_joints = ()             # joint names for BC (a tuple: settable from the command line); empty = subtree of the first *Spine* joint minus fingers
+    c.eval.hist_joints = "upper"      # speed histograms over the BC joints ("upper") or "all"
     c.eval.hist_bins = 50             # speed histograms (Hellinger distance)
     c.eval.hist_max_speed = 0.0       # 0 = the hist_quantile of the ground-truth speeds
     c.eval.hist_quantile = 0.99

@@ -271,7 +271,7 @@ def evaluate_run(workdir: str, out: Path, *, split: str | None = None, eval_cfg=
         real, pipeline.feature_dim, lambda f: bvh_positions(pipeline.inverse(f)), seed=seed)
 
     t1 = time.perf_counter()
-    reference = make_reference(real, constants, ae)
+    reference = make_reference(real, constants, ae, bc_joints)
     results = {name: evaluate_set(clips, waves, reference, constants, mean_speed=ae.mean_speed,
                                   bc_joints=bc_joints, ae=ae, file_ids=ids)
                for name, clips in sets.items()}
@@ -312,6 +312,8 @@ def _print_table(report: dict) -> None:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from absl import logging
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint file at INFO
     try:
         if FLAGS.train_fgd_ae:
             cfg = _CONFIG.value

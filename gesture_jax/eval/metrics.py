@@ -35,6 +35,7 @@ class MetricConstants:
     bc_order: int = 7                # argrelextrema order (frames)
     bc_threshold: float = 0.3        # minimum normalized speed of a motion beat
     bc_mask_frames: int = 60         # frames ignored at each end of a clip
+    hist_joints: str = "upper"       # speed histograms over the BC joints ("upper") or "all" joints
     hist_bins: int = 50
     hist_max_speed: float = 0.0      # 0 = quantile of the real speeds
     hist_quantile: float = 0.99
@@ -70,12 +71,19 @@ class SetReference:
     speed_hist: np.ndarray           # [bins]
 
 
-def make_reference(real: Sequence[np.ndarray], constants: MetricConstants,
-                   ae: FGDAutoencoder | None) -> SetReference:
+def hist_joint_indices(constants: MetricConstants, bc_joints: Sequence[int] | None) -> Sequence[int] | None:
+    """Joints pooled into the speed histograms (None = all)."""
+    if constants.hist_joints not in ("upper", "all"):
+        raise ValueError(f"eval.hist_joints must be 'upper' or 'all', got {constants.hist_joints!r}")
+    return bc_joints if constants.hist_joints == "upper" else None
+
+
+def make_reference(real: Sequence[np.ndarray], constants: MetricConstants, ae: FGDAutoencoder | None,
+                   bc_joints: Sequence[int] | None = None) -> SetReference:
     """Prepare the real set once: positions, AE features, speed-histogram bins."""
     clips = prepare_positions(real, constants)
     feats = ae.features(clips) if ae is not None else None
-    sp = kinematic.speeds(clips, constants.fps)
+    sp = kinematic.speeds(clips, constants.fps, hist_joint_indices(constants, bc_joints))
     edges = kinematic.speed_bin_edges(sp, constants.hist_bins, constants.hist_max_speed, constants.hist_quantile)
     return SetReference(clips, feats, edges, kinematic.speed_histogram(sp, edges))
 
@@ -122,7 +130,8 @@ def evaluate_set(generated: Sequence[np.ndarray], waves: Sequence[np.ndarray], r
     out["l1div"] = kinematic.l1_diversity(clips)
     out["jerk"] = kinematic.jerk(clips, c.fps)
     out["acceleration"] = kinematic.acceleration(clips, c.fps)
-    hist = kinematic.speed_histogram(kinematic.speeds(clips, c.fps), reference.speed_edges)
+    hist = kinematic.speed_histogram(kinematic.speeds(clips, c.fps, hist_joint_indices(c, bc_joints)),
+                                     reference.speed_edges)
     out["hellinger_speed"] = kinematic.hellinger(hist, reference.speed_hist)
     ids = list(file_ids) if file_ids is not None else [str(i) for i in range(len(clips))]
     out["per_file"] = {
