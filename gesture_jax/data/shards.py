@@ -19,7 +19,9 @@ from typing import Iterable, Sequence
 from array_record.python import array_record_module
 
 # group_size:1 keeps every record independently addressable (Grain reads by index).
-WRITER_OPTIONS = "group_size:1"
+# Uncompressed: float features compress by ~10 % only, while the default codec made
+# reading a 400-frame WavLM window ~4x slower (7.7 vs 1.9 ms) and writing ~4x slower.
+WRITER_OPTIONS = "group_size:1,uncompressed"
 
 
 class ShardError(RuntimeError):
