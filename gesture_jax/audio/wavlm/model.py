@@ -374,3 +374,18 @@ class WavLM(nnx.Module):
         mean = jnp.mean(y, axis=1)
         yc = y - mean[:, None, :]
         return mean, jnp.sum(yc * yc, axis=1), jnp.full((y.shape[0],), y.shape[1], jnp.float32)
+
+
+def jitted_forward(model: WavLM, **call_kwargs):
+    """`wave [B, S] -> WavLMOutput` compiled once per input shape, weights passed as arguments.
+
+    Closing over the module instead would bake ~100M weights into the program as
+    constants (slow XLA constant folding, a copy per compiled shape).
+    """
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def run(state, wave):
+        return nnx.merge(graphdef, state)(wave, **call_kwargs)
+
+    return lambda wave: run(state, jnp.asarray(wave, jnp.float32))
