@@ -146,7 +146,7 @@ def _clean(x: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- FGD autoencoder
-def train_fgd_ae(cfg, workdir: str | None, out_flag: str | None) -> Path:
+def train_fgd_ae(cfg, workdir: str | None, out_flag: str | None, data_root: str | None = None) -> Path:
     """Train and save the dataset's FGD autoencoder from the prepared data's training split."""
     from gesture_jax.eval.beat import mean_joint_speed
     from gesture_jax.eval.fgd_ae import save_fgd_autoencoder, train_fgd_autoencoder
@@ -163,7 +163,7 @@ def train_fgd_ae(cfg, workdir: str | None, out_flag: str | None) -> Path:
     manifest = _read_json(data_dir / "manifest.json")
     pipeline = MotionPipeline.load(data_dir / manifest["motion"].get("pipeline", "motion_pipeline"))
     files = split_files(manifest, "train", data_dir / "manifest.json")
-    root = source_root(manifest, FLAGS.data_root, data_dir / "manifest.json")
+    root = source_root(manifest, data_root, data_dir / "manifest.json")
     t0 = time.perf_counter()
     clips, _ = load_split_motion(pipeline, root, files, with_audio=False)
     e = cfg.eval
@@ -322,7 +322,7 @@ def main(argv: Sequence[str]) -> None:
                 cfg = ml_collections.ConfigDict(_read_json(Path(FLAGS.workdir) / "config.json"))
             if cfg is None:
                 raise EvaluateError("--train_fgd_ae needs --config=configs/X.py (or --workdir of a run)")
-            train_fgd_ae(cfg, FLAGS.workdir, FLAGS.fgd_ae)
+            train_fgd_ae(cfg, FLAGS.workdir, FLAGS.fgd_ae, FLAGS.data_root)
             return
         if not FLAGS.workdir:
             raise EvaluateError("--workdir=RUN is required (or --train_fgd_ae --config=...)")

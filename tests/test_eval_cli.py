@@ -1,0 +1,73 @@
+"""Baselines, and the evaluate command end to end on a tiny synthetic corpus (baselines only)."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from gesture_jax.eval import baselines
+
+
+def test_fit_length_plays_back_and_forth_without_jumps():
+    clip = np.arange(5, dtype=np.float64)[:, None, None] * np.ones((1, 2, 3))
+    out = baselines.fit_length(clip, 13)
+    assert out.shape == (13, 2, 3)
+    assert list(out[:, 0, 0]) == [0, 1, 2, 3, 4, 3, 2, 1, 0, 1, 2, 3, 4]
+    assert np.abs(np.diff(out[:, 0, 0])).max() == 1.0
+    assert baselines.fit_length(clip, 3).shape[0] == 3
+
+
+def test_mismatched_mean_pose_and_noise_baselines():
+    rng = np.random.default_rng(0)
+    real = [rng.normal(size=(n, 4, 3)) for n in (30, 50, 40)]
+    mm = baselines.mismatched(real)
+    assert [m.shape[0] for m in mm] == [30, 50, 40]
+    np.testing.assert_array_equal(mm[0], real[1][:30])
+    np.testing.assert_array_equal(baselines.mismatched(real[:1])[0], real[0][::-1])
+    pose = rng.normal(size=(4, 3))
+    mp = baselines.mean_pose(real, pose)
+    assert all(np.all(m == pose) for m in mp)
+    to_pos = lambda f: np.repeat(f[:, :4, None], 3, axis=2)  # features -> [N, 4, 3]
+    a = baselines.random_noise(real, 6, to_pos, seed=3)
+    b = baselines.random_noise(real, 6, to_pos, seed=3)
+    c = baselines.random_noise(real, 6, to_pos, seed=4)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b)) and not np.array_equal(a[0], c[0])
+
+
+@pytest.mark.slow
+def test_evaluate_baselines_end_to_end_is_deterministic(tmp_path):
+    """Synthetic corpus -> prepare -> FGD AE -> evaluate --baselines_only twice -> identical metrics.json."""
+    from configs import demo
+    from data_prep.prepare import run_prepare
+    from data_prep.synthetic import generate_corpus
+    from gesture_jax import evaluate
+
+    cfg = demo.get_config()
+    cfg.data.root, cfg.data.out = str(tmp_path / "src"), str(tmp_path / "data")
+    cfg.data.num_workers = 1
+    cfg.eval.fgd_ae_steps, cfg.eval.fgd_ae_hidden, cfg.eval.fgd_ae_latent = 20, 8, 4
+    cfg.eval.bc_mask_frames = 20
+    generate_corpus(cfg.data.root, num_train=2, num_test=2, duration_s=6.0, seed=0)
+    run_prepare(cfg, progress=False)
+    ae_dir = evaluate.train_fgd_ae(cfg, None, None)
+    assert json.loads((ae_dir / "meta.json").read_text())["stride"] == 17
+
+    run = tmp_path / "run"
+    (run / "data").mkdir(parents=True)
+    shutil.copy(tmp_path / "data" / "manifest.json", run / "data" / "manifest.json")
+    shutil.copytree(tmp_path / "data" / "motion_pipeline", run / "data" / "motion_pipeline")
+    (run / "config.json").write_text(cfg.to_json())
+    reports = [evaluate.evaluate_run(str(run), tmp_path / f"out{i}", baselines_only=True, fgd_ae=str(ae_dir))
+               for i in (1, 2)]
+    a, b = ((tmp_path / f"out{i}" / "metrics.json").read_bytes() for i in (1, 2))
+    assert a == b
+    assert (tmp_path / "out1" / "metrics.png").stat().st_size > 10_000
+    r = reports[0]
+    assert set(r["baselines"]) == {"ground_truth", "mismatched", "mean_pose", "random_noise"}
+    for row in r["baselines"].values():
+        assert {"fgd", "fgd_raw", "bc", "l1div", "jerk", "acceleration", "hellinger_speed"} <= set(row)
+    gt, mp, rn = (r["baselines"][k] for k in ("ground_truth", "mean_pose", "random_noise"))
+    assert abs(gt["fgd"]) < 1e-6 and abs(gt["fgd_raw"]) < 1e-6 and gt["hellinger_speed"] < 1e-6
+    assert mp["fgd"] > 0 and mp["l1div"] == 0 and mp["jerk"] == 0 and mp["bc"] == 0
+    assert rn["jerk"] > gt["jerk"] and rn["fgd_raw"] > 0
+    assert r["constants"]["bc_mask_frames"] == 20 and r["fgd_autoencoder"]["window"] == 34
