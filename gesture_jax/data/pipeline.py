@@ -47,8 +47,8 @@ class DecodeWindow(grain.transforms.Map):
 
     def map(self, raw: bytes) -> dict[str, np.ndarray]:
         w = records.decode_window(raw)
-        return {"motion": np.array(w["motion"], np.float32),
-                "audio": w["audio"].astype(np.float32)}
+        # motion stays a read-only view of the record (batching copies it once)
+        return {"motion": np.asarray(w["motion"], np.float32), "audio": w["audio"].astype(np.float32)}
 
 
 class RandomCrop(grain.transforms.RandomMap):
