@@ -102,11 +102,13 @@ def main() -> None:
     ap.add_argument("--ddpm_probe_steps", type=int, default=50)
     a = ap.parse_args()
     res = {"bench": "sample", "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-           "cpu_count": os.cpu_count(), "machine": platform.machine(), "jax": jax.__version__, "shapes": {}}
+           "cpu_count": os.cpu_count(), "machine": platform.machine(), "jax": jax.__version__,
+           "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "shapes": {}}
     for shape in a.shapes.split(","):
         res["shapes"][shape] = bench_shape(shape, a.samplers.split(","), a.seconds, a.repeats, a.full_ddpm,
                                            a.ddpm_probe_steps)
         gc.collect()
+    res["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(res, indent=1))
 
 

@@ -149,17 +149,26 @@ def gather_windows(features: Sequence[np.ndarray], plan: WindowPlan, frames_per_
     return np.stack(out)
 
 
-def fused_x0_fn(window_x0: WindowX0Fn, plan: WindowPlan) -> X0Fn:
-    """X0Fn on the flat timeline [total, F]: cut into windows, estimate, cross-fade back."""
-    idx = jnp.asarray(plan.indices())  # [W, T]
-    w = jnp.asarray(np.broadcast_to(plan.weights, (plan.num_windows, plan.window)))  # [W, T]
-    den = jnp.zeros((plan.total,), jnp.float32).at[idx].add(w)  # [total]
-    total = plan.total
+def fusion_arrays(plan: WindowPlan) -> tuple[np.ndarray, np.ndarray]:
+    """(idx int32 [W, T], w float32 [W, T]): what fused_x0_fn needs of a plan, as plain arrays,
+    so a jitted sampler can take them as arguments and be reused for any layout of one shape."""
+    return plan.indices(), np.ascontiguousarray(np.broadcast_to(plan.weights, (plan.num_windows, plan.window)))
+
+
+def fused_x0_fn(window_x0: WindowX0Fn, plan: WindowPlan | tuple[jax.Array, jax.Array]) -> X0Fn:
+    """X0Fn on the flat timeline [total, F]: cut into windows, estimate, cross-fade back.
+
+    plan: a WindowPlan, or its fusion_arrays (possibly traced jit arguments).
+    """
+    idx, w = fusion_arrays(plan) if isinstance(plan, WindowPlan) else plan
+    idx, w = jnp.asarray(idx), jnp.asarray(w, jnp.float32)
 
     def x0_fn(x: jax.Array, t: jax.Array) -> jax.Array:
+        total = x.shape[0]
+        den = jnp.zeros((total,), jnp.float32).at[idx].add(w)  # [total] summed weights
         xw = x[idx]  # [W, T, F]
         x0w = window_x0(xw, t)  # [W, T, F]
-        num = jnp.zeros((total,) + x.shape[1:], x0w.dtype).at[idx].add(w[..., None] * x0w)
-        return num / den[:, None].astype(x0w.dtype)
+        num = jnp.zeros((total,) + x.shape[1:], x0w.dtype).at[idx].add(w[..., None].astype(x0w.dtype) * x0w)
+        return num / den.reshape((total,) + (1,) * (x.ndim - 1)).astype(x0w.dtype)
 
     return x0_fn
