@@ -188,6 +188,18 @@ def train_fgd_ae(cfg, workdir: str | None, out_flag: str | None, data_root: str 
 
 
 # ----------------------------------------------------------------------------- evaluation
+def resolved_sampling(generate_module, bundle, opts) -> dict[str, Any]:
+    """The sampler settings generation will use (defaults filled in from the run), for metrics.json."""
+    resolve = getattr(generate_module, "resolve_options", None) or getattr(generate_module, "_resolve", None)
+    if resolve is None:  # record what was asked for; the run's config holds the rest
+        r = {"sampler": opts.sampler, "steps": opts.steps, "guidance": opts.guidance, "eta": opts.eta}
+    else:
+        r = resolve(bundle, opts)
+    out = {k: r[k] for k in ("sampler", "steps", "guidance", "eta", "overlap") if k in r}
+    out["seed"] = int(opts.seed)
+    return out
+
+
 def evaluate_run(workdir: str, out: Path, *, split: str | None = None, eval_cfg=None, fgd_ae: str | None = None,
                  sampler: str | None = None, steps: int | None = None, eta: float | None = None,
                  guidance: float | None = None, seed: int = 0, step: int | None = None, max_files: int = 0,
@@ -243,13 +255,11 @@ def evaluate_run(workdir: str, out: Path, *, split: str | None = None, eval_cfg=
     sets: dict[str, list[np.ndarray]] = {}
     sampling: dict[str, Any] = {}
     if bundle is not None:
-        from gesture_jax.generate import SamplingOptions, _resolve, generate_motion
-        opts = SamplingOptions(sampler=sampler, steps=steps, eta=eta, guidance=guidance, seed=seed)
-        r = _resolve(bundle, opts)  # the settings generate_motion will use, recorded with the metrics
-        sampling = {k: r[k] for k in ("sampler", "steps", "guidance", "eta", "overlap") if k in r}
-        sampling["seed"] = seed
+        from gesture_jax import generate
+        opts = generate.SamplingOptions(sampler=sampler, steps=steps, eta=eta, guidance=guidance, seed=seed)
+        sampling = resolved_sampling(generate, bundle, opts)
         t1 = time.perf_counter()
-        bvhs = generate_motion(bundle, waves, opts, progress=True)
+        bvhs = generate.generate_motion(bundle, waves, opts, progress=True)
         timing["generate_s"] = time.perf_counter() - t1
         gen = [bvh_positions(per_file[0]).astype(np.float32) for per_file in bvhs]
         if save_motion:

@@ -71,3 +71,22 @@ def test_evaluate_baselines_end_to_end_is_deterministic(tmp_path):
     assert mp["fgd"] > 0 and mp["l1div"] == 0 and mp["jerk"] == 0 and mp["bc"] == 0
     assert rn["jerk"] > gt["jerk"] and rn["fgd_raw"] > 0
     assert r["constants"]["bc_mask_frames"] == 20 and r["fgd_autoencoder"]["window"] == 34
+
+
+def test_evaluate_set_suite_on_ground_truth_and_noise():
+    """The whole suite without an autoencoder: GT against itself is 0 where it must be."""
+    from gesture_jax.eval.metrics import MetricConstants, evaluate_set, make_reference
+
+    rng = np.random.default_rng(0)
+    t = np.arange(200)[:, None, None] / 20.0
+    real = [np.sin(2 * np.pi * rng.uniform(0.2, 1.0, size=(1, 5, 3)) * t) * 10 for _ in range(3)]
+    waves = [np.zeros(200 * 800, np.float32) for _ in real]  # silence: BC undefined
+    k = MetricConstants(fgd_window=20, fgd_stride=10, bc_mask_frames=10)
+    ref = make_reference(real, k, None, bc_joints=[1, 2, 3])
+    gt = evaluate_set(real, waves, ref, k, mean_speed=1.0, bc_joints=[1, 2, 3], ae=None, file_ids=["a", "b", "c"])
+    assert np.isnan(gt["fgd"]) and any("autoencoder" in n for n in gt["notes"])
+    assert abs(gt["fgd_raw"]) < 1e-6 and gt["hellinger_speed"] < 1e-6 and np.isnan(gt["bc"])
+    assert set(gt["per_file"]) == {"a", "b", "c"} and gt["per_file"]["a"]["frames"] == 200
+    noisy = [c + rng.normal(size=c.shape) for c in real]
+    nz = evaluate_set(noisy, waves, ref, k, mean_speed=1.0, bc_joints=[1, 2, 3], ae=None)
+    assert nz["fgd_raw"] > 1.0 and nz["jerk"] > 10 * gt["jerk"] and nz["hellinger_speed"] > 0.3
