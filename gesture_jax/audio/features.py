@@ -64,8 +64,7 @@ class WavLMExtractor:
             chunk_s / overlap_s: chunk length and overlap for long files (chunk_s <= 0: never chunk).
             batch_chunks: chunks encoded per jitted call.
         """
-        import jax
-        from flax import nnx
+        from gesture_jax.audio.wavlm.model import jitted_hidden_state
 
         cfg = model.config
         if not 0 <= layer <= cfg.num_hidden_layers:
@@ -86,19 +85,10 @@ class WavLMExtractor:
         self.batch_chunks = max(1, int(batch_chunks))
         self.progress = progress
         self.group_mode = cfg.feat_extract_norm == "group"
-        graphdef, self._state = nnx.split(model)
         self._first_kernel = np.asarray(model.feature_extractor.conv_layers[0].kernel[...])  # [K, 1, C]
         first = model.feature_extractor.conv_layers[0]
         self._first_bias = None if first.bias is None else np.asarray(first.bias[...])
-        n_layers = self.layer
-
-        def encode(state, waves, mean, var):
-            m = nnx.merge(graphdef, state)
-            stats = (mean, var) if self.group_mode else None
-            out = m(waves, output_hidden_states=True, num_layers=n_layers, group_stats=stats)
-            return out.hidden_states[n_layers]
-
-        self._encode = jax.jit(encode)
+        self._encode = jitted_hidden_state(model, self.layer)
 
     @classmethod
     def from_checkpoint(cls, ckpt_dir: str | Path, **kwargs: Any) -> "WavLMExtractor":
@@ -148,19 +138,16 @@ class WavLMExtractor:
                              f"({self.receptive_field} samples)")
         if self.normalize:
             wave = normalize_waveform(wave)
-        c0 = self.cfg.conv_dim[0]
+        mean = var = None
         if self.group_mode:
             mean, var = self._group_stats(wave)
-        else:
-            mean, var = np.zeros(c0, np.float32), np.ones(c0, np.float32)
 
         chunk = total if self.chunk_frames is None else min(total, self.chunk_frames)
         starts = plan_chunks(total, chunk, self.overlap_frames)
         chunk_samples = (chunk - 1) * self.hop + self.receptive_field
         if len(starts) == 1:
             waves = wave[None, :]  # the whole file at once (exact length)
-            out = self._run([waves], mean, var)[0]
-            return np.asarray(out[0, :total], np.float32)
+            return self._run(waves, mean, var)[0, :total].astype(np.float32)
         weights = blend_weights(starts, chunk, total, margin=self.overlap_frames // 4)
         acc = np.zeros((total, self.dim), np.float64)
         norm = np.zeros(total, np.float64)
@@ -174,7 +161,7 @@ class WavLMExtractor:
         for group in it:
             padded = group + [group[-1]] * (self.batch_chunks - len(group))  # one compiled shape
             waves = np.stack([wave[a * self.hop: a * self.hop + chunk_samples] for a in padded])
-            out = np.asarray(self._run([waves], mean, var)[0], np.float64)
+            out = self._run(waves, mean, var).astype(np.float64)
             for j, a in enumerate(group):
                 w = weights[done + j]
                 acc[a:a + chunk] += out[j] * w[:, None]
@@ -182,16 +169,16 @@ class WavLMExtractor:
             done += len(group)
         return (acc / norm[:, None]).astype(np.float32)
 
-    def _run(self, batches: list[np.ndarray], mean: np.ndarray, var: np.ndarray) -> list[Any]:
+    def _run(self, waves: np.ndarray, mean: np.ndarray | None, var: np.ndarray | None) -> np.ndarray:
+        """Hidden state `layer` of a batch of equal-length chunks [B, samples] -> [B, frames, dim]."""
         import jax.numpy as jnp
 
-        res = []
-        for waves in batches:
+        stats = None
+        if self.group_mode:
             b = waves.shape[0]
-            mb = jnp.broadcast_to(jnp.asarray(mean)[None], (b, mean.shape[0]))
-            vb = jnp.broadcast_to(jnp.asarray(var)[None], (b, var.shape[0]))
-            res.append(self._encode(self._state, jnp.asarray(waves), mb, vb))
-        return res
+            stats = (jnp.broadcast_to(jnp.asarray(mean)[None], (b, mean.shape[0])),
+                     jnp.broadcast_to(jnp.asarray(var)[None], (b, var.shape[0])))
+        return np.asarray(self._encode(waves, stats))
 
     def __call__(self, wave: np.ndarray) -> np.ndarray:
         """float32 [floor(S*fps/16000), dim]: frame k <-> time k/fps."""

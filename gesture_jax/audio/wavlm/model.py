@@ -15,6 +15,7 @@ layer-norm-first (Large) variant the encoder's final LayerNorm is applied only t
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -363,29 +364,41 @@ class WavLM(nnx.Module):
         last, states = self.encoder(hidden, n)
         return WavLMOutput(last, normed, tuple(states) if output_hidden_states else None)
 
-    def first_conv_stats(self, wave: Array) -> tuple[Array, Array, Array]:
-        """Per-channel (mean, centred sum of squares, count) of the first conv's output, [B, C].
 
-        Merged over the chunks of a long file (Chan et al.'s parallel variance, in float64
-        on the host) to give the whole file's GroupNorm statistics (see `group_stats`).
-        Only meaningful in group mode.
-        """
-        y = self.feature_extractor.conv_layers[0].conv(wave[:, :, None])
-        mean = jnp.mean(y, axis=1)
-        yc = y - mean[:, None, :]
-        return mean, jnp.sum(yc * yc, axis=1), jnp.full((y.shape[0],), y.shape[1], jnp.float32)
+@functools.partial(jax.jit, static_argnames=("graphdef", "output_hidden_states", "num_layers"))
+def _apply(graphdef, state, wave, group_stats=None, *, output_hidden_states=False, num_layers=None):
+    return nnx.merge(graphdef, state)(wave, output_hidden_states=output_hidden_states, num_layers=num_layers,
+                                      group_stats=group_stats)
 
 
-def jitted_forward(model: WavLM, **call_kwargs):
-    """`wave [B, S] -> WavLMOutput` compiled once per input shape, weights passed as arguments.
+def jitted_forward(model: WavLM, *, output_hidden_states: bool = False, num_layers: int | None = None):
+    """`(wave [B, S], group_stats=None) -> WavLMOutput`, jitted with the weights as arguments.
 
     Closing over the module instead would bake ~100M weights into the program as
-    constants (slow XLA constant folding, a copy per compiled shape).
+    constants (slow XLA constant folding, a copy per compiled shape). The graph
+    definition is a static argument, so models of one architecture share compilations.
     """
     graphdef, state = nnx.split(model)
 
-    @jax.jit
-    def run(state, wave):
-        return nnx.merge(graphdef, state)(wave, **call_kwargs)
+    def run(wave, group_stats=None):
+        return _apply(graphdef, state, jnp.asarray(wave, jnp.float32), group_stats,
+                      output_hidden_states=output_hidden_states, num_layers=num_layers)
 
-    return lambda wave: run(state, jnp.asarray(wave, jnp.float32))
+    return run
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "layer"))
+def _hidden_state(graphdef, state, wave, group_stats, *, layer):
+    out = nnx.merge(graphdef, state)(wave, output_hidden_states=True, num_layers=layer, group_stats=group_stats)
+    return out.hidden_states[layer]
+
+
+def jitted_hidden_state(model: WavLM, layer: int):
+    """`(wave [B, S], group_stats | None) -> hidden_states[layer] [B, T, hidden]`, running only
+    `layer` transformer layers; jitted like `jitted_forward`."""
+    graphdef, state = nnx.split(model)
+
+    def run(wave, group_stats=None):
+        return _hidden_state(graphdef, state, jnp.asarray(wave, jnp.float32), group_stats, layer=int(layer))
+
+    return run
