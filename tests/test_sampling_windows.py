@@ -85,3 +85,11 @@ def test_bad_geometry_is_reported():
         L.plan_windows([30], window=40, overlap=10)
     with pytest.raises(L.WindowPlanError, match="overlap"):
         L.plan_windows([50], window=40, overlap=40)
+
+
+def test_single_window_fusion_is_the_identity_wrapper():
+    plan = L.plan_windows([40], window=40, overlap=10)
+    x = jax.random.normal(jax.random.key(0), (40, 3))
+    f = lambda xw, t: jnp.tanh(xw) * (t + 1)  # noqa: E731
+    np.testing.assert_allclose(np.asarray(L.fused_x0_fn(f, plan)(x, jnp.int32(2))),
+                               np.asarray(f(x[None], 2)[0]), rtol=1e-6)

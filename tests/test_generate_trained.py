@@ -1,0 +1,166 @@
+"""Generation from a trained demo model: no seams on 70 s audio, fast samplers vs DDPM, the CLI.
+
+The module fixture runs the real pipeline on a small synthetic corpus (data_prep.synthetic ->
+data_prep.prepare -> gesture_jax.train, the demo config with fewer/shorter files, fewer
+steps, and the reference's 1000 diffusion steps so "1000-step DDPM" is literal). Set
+GESTURE_JAX_DEMO_RUN=runs/demo/run (a workdir from `make demo`) to run the same tests on the
+full demo model instead:
+
+    GESTURE_JAX_DEMO_RUN=runs/demo/run python -m pytest -q -m "slow or not slow" tests/test_generate_trained.py
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, shared_file
+
+FIXTURE_TRAIN_STEPS = 400
+
+
+def _run(args, **kw):
+    p = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, **kw)
+    if p.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-5000:]}")
+    return p
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> dict:
+    """{"workdir": trained run, "src": corpus folder with demo_test_*.wav/.bvh}."""
+    env = os.environ.get("GESTURE_JAX_DEMO_RUN")
+    if env:
+        wd = Path(env)
+        cfg = json.loads((wd / "config.json").read_text())
+        return {"workdir": wd, "src": Path(cfg["data"]["root"])}
+    from data_prep import synthetic
+
+    root = tmp_path_factory.mktemp("demo")
+    src, data, wd = root / "src", root / "data", root / "run"
+    synthetic.generate_corpus(src, num_train=6, num_test=2, duration_s=16.0, seed=0)
+    ov = [f"--config.data.root={src}", f"--config.data.out={data}"]
+    _run(["-m", "data_prep.prepare", "--config=configs/demo.py", *ov, "--config.data.num_workers=1"])
+    _run(["-m", "gesture_jax.train", "--config=configs/demo.py", *ov, f"--workdir={wd}",
+          f"--config.train.num_steps={FIXTURE_TRAIN_STEPS}", "--config.diffusion.num_steps=1000",
+          f"--config.train.checkpoint_every={FIXTURE_TRAIN_STEPS}", "--config.train.eval_every=0"])
+    return {"workdir": wd, "src": src}
+
+
+@pytest.fixture(scope="module")
+def bundle(demo_run):
+    from gesture_jax.generate import load_bundle
+    return load_bundle(demo_run["workdir"])
+
+
+def _positions(bvh):
+    from gesture_jax.motion.kinematics import bvh_positions
+    return bvh_positions(bvh)
+
+
+def _border_vs_elsewhere(pos: np.ndarray, borders: np.ndarray, guard: int = 2) -> tuple[float, float]:
+    """99th percentiles of frame-to-frame joint displacement at window borders and elsewhere.
+
+    Border transitions: frame b-1 -> b for every border b (where a window starts or ends);
+    elsewhere: transitions at least `guard` frames from any border.
+    """
+    step = np.linalg.norm(np.diff(pos, axis=0), axis=-1)  # [N-1, J]: transition n = frame n -> n+1
+    at = np.asarray(borders) - 1
+    near = np.zeros(step.shape[0], bool)
+    for b in at:
+        near[max(0, b - guard):b + guard + 1] = True
+    return float(np.percentile(step[at], 99)), float(np.percentile(step[~near], 99))
+
+
+def test_70s_audio_has_no_seams_at_window_borders(bundle):
+    """Fused overlapping windows: p99 speed at borders <= elsewhere; disjoint windows (the
+    reference's concatenation) fail the same check, so the check can see seams."""
+    from gesture_jax import generate as G
+    from gesture_jax.audio.io import load_audio
+    from gesture_jax.sampling import long_audio
+
+    wave = load_audio(shared_file("zeggs/067_Speech_2_x_1_0.wav"))
+    fps = float(bundle.config.data.fps)
+    n = int(np.floor(wave.shape[0] * fps / 16000))
+    window = int(round(bundle.config.data.window_s * fps))
+    res = {}
+    for overlap_s in (float(bundle.config.sample.overlap_s), 0.0):
+        bvh = G.generate_motion(bundle, wave, sampler="dpm-solver++", steps=20, seed=0, overlap_s=overlap_s)[0][0]
+        assert bvh.num_frames == n
+        plan = long_audio.plan_windows([n], window, int(round(overlap_s * fps)))
+        res[overlap_s] = _border_vs_elsewhere(_positions(bvh), plan.border_frames(0))
+    (b_fused, e_fused), (b_cut, e_cut) = res[float(bundle.config.sample.overlap_s)], res[0.0]
+    print(f"p99 step at borders / elsewhere: fused {b_fused:.3f} / {e_fused:.3f}; disjoint {b_cut:.3f} / {e_cut:.3f}")
+    assert b_fused <= e_fused
+    assert b_cut > e_cut  # sanity: the measure detects the reference's seams
+
+
+def test_cli_folder_with_bad_files_generates_the_good_ones(demo_run, tmp_path):
+    import soundfile as sf
+
+    from gesture_jax import generate as G
+
+    d = tmp_path / "in"
+    d.mkdir()
+    good = sorted(demo_run["src"].glob("demo_test_*.wav"))[0]
+    wave, sr = sf.read(str(good), dtype="float32")
+    stereo44 = np.stack([wave[: 3 * sr], wave[: 3 * sr]], axis=1)  # 3 s stereo at another rate
+    import librosa
+    sf.write(str(d / "stereo44k.wav"), librosa.resample(stereo44.T, orig_sr=sr, target_sr=44100).T, 44100)
+    sf.write(str(d / "short.wav"), wave[: int(0.3 * sr)], sr)
+    (d / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage")
+    out = tmp_path / "out"
+    rc = G.main(["--workdir", str(demo_run["workdir"]), "--audio", str(d), "--out", str(out),
+                 "--sampler", "dpm-solver++", "--steps", "5", "--video"])
+    assert rc == 1
+    assert sorted(p.name for p in out.iterdir()) == ["stereo44k.bvh", "stereo44k.mp4"]
+    from gesture_jax.motion.bvh import read_bvh
+    assert read_bvh(out / "stereo44k.bvh").num_frames == 60
+
+
+def test_cli_rejects_short_audio_with_a_clear_message(demo_run, tmp_path, capsys):
+    import soundfile as sf
+
+    from gesture_jax import generate as G
+
+    sf.write(str(tmp_path / "tiny.wav"), np.zeros(4800, np.float32), 16000)
+    rc = G.main(["--workdir", str(demo_run["workdir"]), "--audio", str(tmp_path / "tiny.wav"),
+                 "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "tiny.wav" in err and "too short" in err
+
+
+@pytest.mark.slow
+def test_fast_samplers_match_ddpm_statistics(bundle, demo_run):
+    """DDIM-50 and DPM-Solver++-20 vs DDPM with every training step (1000 in the fixture):
+    mean joint speed and beat consistency within 10%, averaged over 4 samples of 2 held-out clips."""
+    from gesture_jax import generate as G
+    from gesture_jax.audio.io import load_audio
+    from gesture_jax.eval.beat import beat_consistency, beat_consistency_set, mean_joint_speed
+    from gesture_jax.eval.joints import upper_body_joints
+    from gesture_jax.motion.bvh import read_bvh
+
+    wavs = sorted(demo_run["src"].glob("demo_test_*.wav"))[:2]
+    waves = [load_audio(w) for w in wavs]
+    fps = float(bundle.config.data.fps)
+    real = [_positions(read_bvh(w.with_suffix(".bvh"))) for w in wavs]
+    sk = read_bvh(wavs[0].with_suffix(".bvh")).skeleton
+    upper = upper_body_joints(sk.names, sk.parents)
+    T = int(bundle.config.diffusion.num_steps)
+    stats = {}
+    for name, steps in (("ddpm", T), ("ddim", 50), ("dpm-solver++", 20)):
+        bvhs = G.generate_motion(bundle, waves, sampler=name, steps=steps, seed=1, num_samples=4)
+        pos = [[_positions(b) for b in per] for per in bvhs]
+        ms = mean_joint_speed(real, fps)
+        speed = float(np.mean([mean_joint_speed([p], fps).mean() for per in pos for p in per]))
+        bc = beat_consistency_set([beat_consistency(p, w, fps, ms, upper) for per, w in zip(pos, waves)
+                                   for p in per])
+        stats[name] = {"steps": steps, "mean_joint_speed": speed, "bc": bc}
+    print(json.dumps(stats, indent=1))
+    for name in ("ddim", "dpm-solver++"):
+        for k in ("mean_joint_speed", "bc"):
+            ref = stats["ddpm"][k]
+            assert abs(stats[name][k] - ref) <= 0.10 * abs(ref), (name, k, stats)
