@@ -32,6 +32,7 @@ def _run(args, **kw):
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory) -> dict:
     """{"workdir": trained run, "src": corpus folder with demo_test_*.wav/.bvh}."""
+    pytest.importorskip("gesture_jax.training.inference", reason="training's load_for_inference not present")
     env = os.environ.get("GESTURE_JAX_DEMO_RUN")
     if env:
         wd = Path(env)
