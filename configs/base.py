@@ -50,10 +50,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.audio.sample_rate = 16000
     c.audio.wavlm_dir = ""            # converted checkpoint (python -m data_prep.convert_wavlm)
     c.audio.layer = 12                # hidden-state index (reference: 12)
-    c.audio.normalize_waveform = False  # whole-clip normalization (WavLM Large)
+    c.audio.normalize_waveform = False  # force whole-clip normalization (on anyway for checkpoints trained with it: Large)
     c.audio.n_mels = 80
-    c.audio.chunk_s = 30.0            # long files are encoded in overlapping chunks
-    c.audio.chunk_overlap_s = 5.0
+    c.audio.chunk_s = 30.0            # long files are encoded in overlapping chunks (<= 0: never chunk)
+    c.audio.chunk_overlap_s = 5.0     # at most chunk_s / 2; chunks are cross-faded inside the overlap
+    c.audio.batch_chunks = 4          # chunks per jitted WavLM call
 
     # ---- model: the Persona-Gestor denoiser (reference shape in configs/beat.py) ---------
     c.model = ml_collections.ConfigDict()

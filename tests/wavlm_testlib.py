@@ -90,3 +90,44 @@ def max_hidden_diff(hf, flax_model, wave: np.ndarray) -> list[float]:
     diffs = [float(np.abs(r.numpy() - np.asarray(g)).max()) for r, g in zip(ref.hidden_states, got.hidden_states)]
     diffs.append(float(np.abs(ref.last_hidden_state.numpy() - np.asarray(got.last_hidden_state)).max()))
     return diffs
+
+
+def random_flax_model(cfg: WavLMConfig, seed: int = 0, *, attention_reach: int | None = None):
+    """A Flax WavLM with numpy-random weights (no torch, no per-shape JAX RNG compiles).
+
+    attention_reach: if given, relative offsets beyond this many frames get a -1e4 position
+    bias, so attention is local (a model whose context is finite, for chunking tests).
+    """
+    import jax
+    from flax import nnx
+
+    from gesture_jax.audio.wavlm.checkpoint import abstract_model
+    from gesture_jax.audio.wavlm.model import relative_position_buckets
+
+    rng = np.random.default_rng(seed)
+    shapes = nnx.to_pure_dict(nnx.state(abstract_model(cfg)))
+
+    def init(path, leaf):
+        name = str(path[-1].key)
+        shape = leaf.shape
+        if name == "scale":
+            return (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+        if name == "bias":
+            return (0.1 * rng.standard_normal(shape)).astype(np.float32)
+        if name == "gru_rel_pos_const":
+            return (1.0 + 0.3 * rng.random(shape)).astype(np.float32)
+        if name == "weight_g":
+            return np.full(shape, 1.0, np.float32)
+        if name == "rel_attn_embed":
+            return rng.standard_normal(shape).astype(np.float32)
+        fan_in = int(np.prod(shape[:-1]))
+        return (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
+
+    params = jax.tree_util.tree_map_with_path(init, shapes)
+    if attention_reach is not None:
+        table = relative_position_buckets(attention_reach + 1, cfg.num_buckets, cfg.max_bucket_distance)
+        near = np.zeros(cfg.num_buckets, bool)
+        near[table] = True
+        emb = params["encoder"]["layers"][0]["attention"]["rel_attn_embed"]
+        emb[~near] = -1e4
+    return model_from_params(cfg, params)
