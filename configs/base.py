@@ -95,6 +95,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.train.warmup_steps = 1000
     c.train.warmup_init_factor = 8e-5  # warm-up starts at lr * this
     c.train.clip_norm = 0.5
+    c.train.adam_eps = 1e-8           # AdamW epsilon (reference: PyTorch default 1e-8)
     c.train.ema_decay = 0.0           # 0 = no EMA (reference)
     c.train.compute_dtype = "float32" # or "bfloat16" (fp32 master weights either way)
     c.train.grad_accum = 1

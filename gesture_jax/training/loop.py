@@ -1,0 +1,307 @@
+"""The training loop: set up the workdir, resume if it has checkpoints, step, log, save.
+
+``train(cfg, workdir)`` is what ``python -m gesture_jax.train`` runs. The pieces it
+composes are injectable (:func:`run_training`) so tests can drive the same loop with a tiny
+model and in-memory batches.
+
+Exact resumption: the step's randomness is ``fold_in(rng, step)`` and the checkpoint holds
+the data iterator's position, so a run killed at any point and restarted with the same
+command continues the loss curve step for step (``tests/test_checkpoint_resume.py``).
+Preemption: SIGTERM (what SLURM, Kubernetes and TPU maintenance send) sets a flag; the loop
+finishes the current step, saves a checkpoint, waits for it to be written and returns.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from gesture_jax.parallel import distributed
+from gesture_jax.parallel import mesh as mesh_lib
+from gesture_jax.parallel import sharding as shd
+from gesture_jax.training import checkpoint as ckpt_lib
+from gesture_jax.training import metrics as metrics_lib
+from gesture_jax.training import state as state_lib
+from gesture_jax.training import step as step_lib
+
+log = logging.getLogger(__name__)
+
+ModelFn = Callable[[nnx.Rngs], nnx.Module]
+# (per-process batch size, seed) -> iterator of {"motion","audio"} numpy batches with get/set_state
+TrainIterFn = Callable[[int, int], Iterator[dict[str, np.ndarray]]]
+# per-process batch size -> finite iterable of batches (a fresh pass each call)
+EvalIterFn = Callable[[int], Iterator[dict[str, np.ndarray]]]
+
+# Sections that define the model a checkpoint belongs to: a resumed run must not change them.
+_FROZEN_SECTIONS = ("model", "diffusion", "audio")
+
+
+class TrainConfigError(ValueError):
+    """The config cannot train on this mesh/data, or does not match the workdir's run."""
+
+
+@dataclass
+class TrainResult:
+    step: int                                  # optimizer steps done when the loop ended
+    preempted: bool                            # stopped by SIGTERM (checkpoint written)
+    history: list[dict[str, float]] = field(default_factory=list)  # logged rows
+
+
+class _Preemption:
+    """SIGTERM -> flag; restores the previous handler on exit."""
+
+    def __init__(self):
+        self.requested = False
+        self._prev = None
+
+    def __enter__(self):
+        try:
+            self._prev = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self._prev = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._prev is not None:
+            signal.signal(signal.SIGTERM, self._prev)
+
+    def any_process(self) -> bool:
+        if jax.process_count() == 1:
+            return self.requested
+        flags = multihost_utils.process_allgather(np.asarray(self.requested, np.int32))
+        return bool(np.any(flags))
+
+
+def check_batch_layout(train_cfg: Any, mesh: jax.sharding.Mesh) -> int:
+    """Validate global batch vs mesh/processes/accumulation; returns the per-process batch."""
+    b = int(train_cfg.batch_size)
+    accum = int(train_cfg.grad_accum)
+    ways = mesh_lib.batch_parallelism(mesh)
+    pc = jax.process_count()
+    if accum < 1:
+        raise TrainConfigError(f"train.grad_accum must be >= 1, got {accum}")
+    if b % accum:
+        raise TrainConfigError(f"train.batch_size={b} is not divisible by train.grad_accum={accum}")
+    if (b // accum) % ways:
+        raise TrainConfigError(
+            f"micro-batch {b // accum} (train.batch_size / grad_accum) is not divisible by the "
+            f"data x fsdp mesh size {ways} (mesh {dict(mesh.shape)}); change train.batch_size or mesh.shape")
+    if b % pc:
+        raise TrainConfigError(f"train.batch_size={b} is not divisible by the {pc} processes")
+    return b // pc
+
+
+def _global_batch(local: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
+    """Per-process rows -> one global array per key, batch split over (data, fsdp)."""
+    return {k: jax.make_array_from_process_local_data(shd.batch_sharding(mesh, v.ndim), np.asarray(v))
+            for k, v in local.items()}
+
+
+def _config_json(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+    return json.loads(cfg.to_json_best_effort(sort_keys=True))
+
+
+def prepare_workdir(cfg: ml_collections.ConfigDict, workdir: Path, resuming: bool) -> None:
+    """config.json (checked against a resumed run's), data/manifest.json + motion_pipeline/."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg_path = workdir / "config.json"
+    new = _config_json(cfg)
+    if resuming and cfg_path.exists():
+        old = json.loads(cfg_path.read_text())
+        changed = [s for s in _FROZEN_SECTIONS if old.get(s) != new.get(s)]
+        if changed:
+            diffs = []
+            for s in changed:
+                for k in sorted(set(old.get(s, {})) | set(new.get(s, {}))):
+                    if old.get(s, {}).get(k) != new.get(s, {}).get(k):
+                        diffs.append(f"{s}.{k}: {old.get(s, {}).get(k)!r} -> {new.get(s, {}).get(k)!r}")
+            raise TrainConfigError(
+                f"{workdir} holds a run with a different model ({'; '.join(diffs)}); "
+                f"use a new --workdir or the original config")
+    if distributed.is_primary():
+        cfg_path.write_text(json.dumps(new, indent=2) + "\n")
+
+
+def copy_data_description(data_out: Path, workdir: Path) -> None:
+    """So that generation needs only the workdir: the manifest and the motion pipeline."""
+    if not distributed.is_primary():
+        return
+    dst = workdir / "data"
+    dst.mkdir(parents=True, exist_ok=True)
+    src_manifest = data_out / "manifest.json"
+    if not src_manifest.exists():
+        raise FileNotFoundError(f"{src_manifest} not found: run `python -m data_prep.prepare` first")
+    shutil.copy2(src_manifest, dst / "manifest.json")
+    pipe = data_out / "motion_pipeline"
+    if pipe.is_dir():
+        shutil.copytree(pipe, dst / "motion_pipeline", dirs_exist_ok=True)
+
+
+def write_model_info(workdir: Path, state: state_lib.TrainState, mesh, extra: dict[str, Any]) -> None:
+    if not distributed.is_primary():
+        return
+    by_module: dict[str, int] = {}
+    shapes: dict[str, list[int]] = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state.params)[0]:
+        p = shd.path_to_str(path)
+        by_module[p.split("/")[0]] = by_module.get(p.split("/")[0], 0) + int(leaf.size)
+        shapes[p] = list(leaf.shape)
+    info = {"param_count": state_lib.count_params(state.params), "param_count_by_module": by_module,
+            "mesh": {k: int(v) for k, v in mesh.shape.items()}, "num_devices": int(mesh.size),
+            "num_processes": jax.process_count(), **extra, "param_shapes": shapes}
+    (workdir / "model_info.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def run_training(cfg: ml_collections.ConfigDict, workdir: str | Path, *, model_fn: ModelFn,
+                 train_iter_fn: TrainIterFn, eval_iter_fn: EvalIterFn | None = None,
+                 model_info: dict[str, Any] | None = None, mesh=None,
+                 stop_after: int | None = None, progress: bool = True) -> TrainResult:
+    """The loop. ``stop_after`` ends early after that many steps in this call (tests)."""
+    workdir = Path(workdir).absolute()
+    tc = cfg.train
+    mesh = mesh or mesh_lib.make_mesh(cfg.mesh.shape)
+    local_bs = check_batch_layout(tc, mesh)
+    rules = shd.rules_from_config(cfg.mesh)
+    min_size = int(cfg.mesh.get("min_shard_size", 0))
+
+    ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints", keep=int(tc.keep_checkpoints),
+                                 async_save=bool(tc.get("async_checkpoint", True)))
+    resume_step = ckpt.latest_step()
+    prepare_workdir(cfg, workdir, resuming=resume_step is not None)
+
+    abstract, shardings, parts, tx, schedule, _ = state_lib.abstract_train_state(
+        model_fn, tc, int(cfg.seed), mesh, rules, min_size)
+    data_state = None
+    if resume_step is not None:
+        state, data_state = ckpt.restore(abstract, resume_step)
+        log.info("resumed %s at step %d", workdir, resume_step)
+    else:
+        state, _, _, _, _ = state_lib.create_train_state(model_fn, tc, int(cfg.seed), mesh, rules, min_size)
+    start = int(jax.device_get(state.step))
+    write_model_info(workdir, state, mesh, model_info or {})
+
+    loss_fn = step_lib.diffusion_loss_fn(cfg.diffusion, tc, parts, mesh)
+    train_it = train_iter_fn(local_bs, int(cfg.seed))
+    if data_state is not None:
+        train_it.set_state(data_state)
+    first = next(train_it)
+    batch_ndims = {k: np.ndim(v) for k, v in first.items()}
+    train_step = step_lib.jit_train_step(step_lib.make_train_step(loss_fn, tx, schedule, tc, mesh),
+                                         shardings, mesh, batch_ndims)
+    eval_step = step_lib.make_eval_step(loss_fn, mesh, shardings, batch_ndims) if eval_iter_fn else None
+
+    writer = metrics_lib.MetricsWriter(workdir, enabled=distributed.is_primary())
+    writer.truncate_after(start)
+    num_steps = int(tc.num_steps)
+    bar = metrics_lib.Progress(start, num_steps, enabled=progress and distributed.is_primary())
+    history: list[dict[str, float]] = []
+    log_every, ckpt_every = max(1, int(tc.log_every)), max(1, int(tc.checkpoint_every))
+    eval_every = int(tc.eval_every)
+    preempted = False
+    t_last, s_last = time.perf_counter(), start
+    loss_sum, loss_n = jnp.zeros((), jnp.float32), 0
+    local_batch = first
+    end = num_steps if stop_after is None else min(num_steps, start + stop_after)
+    with _Preemption() as pre:
+        step = start
+        while step < end:
+            if local_batch is None:
+                local_batch = next(train_it)
+            data_snapshot = train_it.get_state()  # position after this step's batch
+            state, m = train_step(state, _global_batch(local_batch, mesh))
+            local_batch = None
+            step += 1
+            loss_sum, loss_n = loss_sum + m["loss"], loss_n + 1
+            if step % log_every == 0 or step == 1 or step == end:
+                m = jax.device_get(m)
+                now = time.perf_counter()
+                sps = (step - s_last) / max(now - t_last, 1e-9)
+                row = {"loss": float(m["loss"]), "loss_avg": float(loss_sum) / loss_n,
+                       "lr": float(m["lr"]), "grad_norm": float(m["grad_norm"]), "steps_per_s": sps}
+                writer.write(step, row)
+                history.append({"step": step, **row})
+                bar.update(step - s_last, loss=row["loss"], sps=sps)
+                if not math.isfinite(row["loss"]):
+                    bar.write(f"step {step}: loss is {row['loss']}; stopping (last checkpoint kept)")
+                    raise FloatingPointError(f"loss became {row['loss']} at step {step} ({workdir})")
+                t_last, s_last = now, step
+                loss_sum, loss_n = jnp.zeros((), jnp.float32), 0
+            if eval_step is not None and eval_every > 0 and (step % eval_every == 0 or step == end):
+                val = evaluate(eval_step, state, eval_iter_fn, local_bs, mesh)
+                if val is not None:
+                    writer.write(step, {"val_loss": val})
+                    history.append({"step": step, "val_loss": val})
+                    bar.write(f"step {step}: val_loss {val:.5f}")
+            preempted = pre.any_process()
+            if step % ckpt_every == 0 or step == num_steps or preempted:
+                ckpt.save(state, data_snapshot)
+            if preempted:
+                bar.write(f"SIGTERM: checkpoint at step {step} saved; exiting")
+                break
+    bar.close()
+    writer.close()
+    ckpt.close()
+    return TrainResult(step=step, preempted=preempted, history=history)
+
+
+def evaluate(eval_step, state: state_lib.TrainState, eval_iter_fn: EvalIterFn, local_bs: int,
+             mesh) -> float | None:
+    """Mean validation loss over a fixed set of batches with fixed noise (comparable across steps)."""
+    total, n = 0.0, 0
+    base = jax.random.PRNGKey(20_000_411)
+    for i, b in enumerate(eval_iter_fn(local_bs)):
+        total += float(eval_step(state.params, state.model_state, _global_batch(b, mesh),
+                                 jax.random.fold_in(base, i)))
+        n += 1
+    return total / n if n else None
+
+
+# ----------------------------------------------------------------- the real-data entry
+def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, stop_after: int | None = None,
+          progress: bool = True) -> TrainResult:
+    """Train the configured denoiser on the prepared shards of ``cfg.data.out``."""
+    from gesture_jax.data import pipeline
+    from gesture_jax.models import build_denoiser
+
+    workdir = Path(workdir).absolute()
+    info = pipeline.dataset_info(cfg)
+    F, A, T = int(info["motion_dim"]), int(info["audio_dim"]), int(info["window_frames"])
+    model_fn: ModelFn = lambda rngs: build_denoiser(cfg.model, F, A, T, rngs)
+    copy_data_description(Path(cfg.data.out), workdir)
+
+    def train_iter_fn(local_bs: int, seed: int):
+        return pipeline.make_iterator(cfg, "train", batch_size=local_bs, seed=seed)
+
+    counts = info["num_windows"]
+    val_split = next((s for s in ("val", "test") if counts.get(s, 0) > 0), None)
+    eval_iter_fn = None
+    if val_split is not None and int(cfg.train.eval_every) > 0:
+        def eval_iter_fn(local_bs: int):
+            it = pipeline.make_iterator(cfg, val_split, batch_size=local_bs, seed=0, shuffle=False,
+                                        num_epochs=1)
+            for i, b in enumerate(it):
+                if i >= int(cfg.train.eval_batches):
+                    break
+                yield b
+
+    extra = {"motion_dim": F, "audio_dim": A, "seq_len": T, "val_split": val_split,
+             "train_windows": counts.get("train")}
+    return run_training(cfg, workdir, model_fn=model_fn, train_iter_fn=train_iter_fn,
+                        eval_iter_fn=eval_iter_fn, model_info=extra, stop_after=stop_after,
+                        progress=progress)

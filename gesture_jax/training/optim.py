@@ -1,0 +1,47 @@
+"""Optimizer of the reference: AdamW, linear warm-up from ``8e-5 * lr``, grad-norm clipping.
+
+Persona-Gestor trains with AdamW (lr 2e-4, weight decay 0.01 on every parameter, as
+PyTorch's AdamW does), a learning rate that rises linearly from ``lr * warmup_init_factor``
+to ``lr`` over ``warmup_steps`` optimizer steps and then stays constant, and gradients
+clipped to global norm 0.5 before the update. The learning rate is also returned by
+:func:`make_schedule` so it can be logged.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+import optax
+
+
+def make_schedule(train_cfg: Any) -> optax.Schedule:
+    """lr(step): linear from lr*warmup_init_factor to lr over warmup_steps, then constant."""
+    lr = float(train_cfg.lr)
+    warmup = int(train_cfg.warmup_steps)
+    init = lr * float(train_cfg.warmup_init_factor)
+    if warmup <= 0:
+        return optax.constant_schedule(lr)
+    return optax.join_schedules(
+        [optax.linear_schedule(init, lr, warmup), optax.constant_schedule(lr)], [warmup])
+
+
+def make_optimizer(train_cfg: Any) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """(clip -> AdamW) and its learning-rate schedule."""
+    schedule = make_schedule(train_cfg)
+    parts = []
+    if float(train_cfg.clip_norm) > 0:
+        parts.append(optax.clip_by_global_norm(float(train_cfg.clip_norm)))
+    parts.append(optax.adamw(schedule, b1=0.9, b2=0.999, eps=float(train_cfg.get("adam_eps", 1e-8)),
+                             weight_decay=float(train_cfg.weight_decay)))
+    return optax.chain(*parts), schedule
+
+
+def ema_update(ema: Any, params: Any, decay: float) -> Any:
+    """Exponential moving average of the fp32 master weights (sampling uses it when kept)."""
+    return optax.incremental_update(params, ema, step_size=1.0 - decay)
+
+
+def compute_dtype(name: str) -> jnp.dtype:
+    if name not in ("float32", "bfloat16"):
+        raise ValueError(f"train.compute_dtype must be 'float32' or 'bfloat16', got {name!r}")
+    return jnp.dtype(name)

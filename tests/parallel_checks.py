@@ -1,0 +1,106 @@
+"""Multi-device checks run in a subprocess (the device count is fixed when jax starts).
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/parallel_checks.py sharded_equality SPEC...
+    GESTURE_JAX_COORDINATOR=127.0.0.1:PORT ... python tests/parallel_checks.py lockstep OUT.npz
+
+Each command prints one JSON line on stdout (the last line) for the calling test.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+
+def _train(cfg, spec: str, batches, devices=None, steps_from_state=None):
+    """Run len(batches) steps on a fresh state; returns (losses, params as numpy, grad norms)."""
+    import jax
+    import numpy as np
+    import training_fixtures as tf
+    from gesture_jax.parallel import mesh as mesh_lib, sharding as shd
+    from gesture_jax.training import state as state_lib, step as step_lib
+
+    mesh = mesh_lib.make_mesh(spec, devices)
+    rules = shd.rules_from_config(cfg.mesh)
+    state, shardings, parts, tx, schedule = state_lib.create_train_state(
+        tf.tiny_model_fn(cfg), cfg.train, int(cfg.seed), mesh, rules, int(cfg.mesh.min_shard_size))
+    loss_fn = step_lib.diffusion_loss_fn(cfg.diffusion, cfg.train, parts, mesh)
+    step = step_lib.jit_train_step(step_lib.make_train_step(loss_fn, tx, schedule, cfg.train, mesh),
+                                   shardings, mesh, {"motion": 3, "audio": 3})
+    losses, gnorms = [], []
+    from gesture_jax.training.loop import _global_batch
+    for b in batches:
+        local = {k: v[jax.process_index() * (len(v) // jax.process_count()):
+                       (jax.process_index() + 1) * (len(v) // jax.process_count())] for k, v in b.items()}
+        state, m = step(state, _global_batch(local, mesh))
+        losses.append(float(m["loss"]))
+        gnorms.append(float(m["grad_norm"]))
+    from jax.experimental import multihost_utils
+    params = {shd.path_to_str(p): np.asarray(multihost_utils.process_allgather(x, tiled=True))
+              for p, x in jax.tree_util.tree_flatten_with_path(state.params)[0]}
+    specs = {shd.path_to_str(p): str(x.sharding.spec)
+             for p, x in jax.tree_util.tree_flatten_with_path(state.params)[0]}
+    return losses, params, gnorms, specs
+
+
+def _compare(ref, other) -> dict:
+    import numpy as np
+    l0, p0, g0, _ = ref
+    l1, p1, g1, specs = other
+    scale = max(float(np.max(np.abs(v))) for v in p0.values())
+    leaf_err = {k: float(np.max(np.abs(p1[k] - p0[k]))) for k in p0}
+    return {"loss_ref": l0, "loss": l1,
+            "loss_rel": max(abs(a - b) / abs(b) for a, b in zip(l1, l0)),
+            "gnorm_rel": max(abs(a - b) / abs(b) for a, b in zip(g1, g0)),
+            "param_rel_max": max(leaf_err.values()) / scale,
+            "worst_leaf": max(leaf_err, key=leaf_err.get),
+            "sharded_leaves": sum(1 for s in specs.values() if s != "PartitionSpec()"),
+            "specs_sample": {k: specs[k] for k in list(specs)[:4]}}
+
+
+def _batches(n: int, b: int, seed: int = 0):
+    import numpy as np
+    import training_fixtures as tf
+    rng = np.random.default_rng(seed)
+    return [tf.synthetic_batch(rng, b) for _ in range(n)]
+
+
+def sharded_equality(specs: list[str], steps: int = 2, accum: int = 1) -> dict:
+    import jax
+    import training_fixtures as tf
+    cfg = tf.tiny_config(grad_accum=accum)
+    batches = _batches(steps, int(cfg.train.batch_size))
+    ref = _train(cfg, "data:1", batches, devices=jax.devices()[:1])
+    return {spec: _compare(ref, _train(cfg, spec, batches)) for spec in specs}
+
+
+def lockstep(out: str, steps: int = 3) -> dict:
+    """Run from every process of a jax.distributed job (or alone); process 0 saves the results."""
+    import jax
+    import numpy as np
+    from gesture_jax.parallel import distributed
+    distributed.initialize()
+    import training_fixtures as tf
+    cfg = tf.tiny_config()
+    spec = "data:-1,fsdp:2" if jax.device_count() % 2 == 0 else "data:-1"
+    losses, params, gnorms, _ = _train(cfg, spec, _batches(steps, int(cfg.train.batch_size)))
+    if jax.process_index() == 0:
+        np.savez(out, losses=np.asarray(losses), **{"p/" + k: v for k, v in params.items()})
+    return {"process": jax.process_index(), "processes": jax.process_count(),
+            "devices": jax.device_count(), "losses": losses}
+
+
+if __name__ == "__main__":
+    name, args = sys.argv[1], sys.argv[2:]
+    if name == "sharded_equality":
+        res = sharded_equality(args)
+    elif name == "sharded_equality_accum":
+        res = sharded_equality(args, accum=2)
+    elif name == "lockstep":
+        res = lockstep(args[0])
+    else:
+        raise SystemExit(f"unknown check {name!r}")
+    print(json.dumps(res))
