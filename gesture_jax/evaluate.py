@@ -204,8 +204,13 @@ def evaluate_run(workdir: str, out: Path, *, split: str | None = None, eval_cfg=
                  sampler: str | None = None, steps: int | None = None, eta: float | None = None,
                  guidance: float | None = None, seed: int = 0, step: int | None = None, max_files: int = 0,
                  data_root: str | None = None, baselines_only: bool = False,
-                 save_motion: bool = False) -> dict:
-    """Generate for every file of the split, score model + baselines, write metrics.json/png."""
+                 save_motion: bool = False, bundle=None) -> dict:
+    """Generate for every file of the split, score model + baselines, write metrics.json/png.
+
+    bundle: an already loaded InferenceBundle (config, model, pipeline, manifest, step); None
+    loads WORKDIR's checkpoint (`step`, default latest). The split's file list always comes
+    from WORKDIR/data/manifest.json.
+    """
     from gesture_jax.eval import baselines
     from gesture_jax.eval.fgd_ae import load_fgd_autoencoder
     from gesture_jax.eval.joints import upper_body_joints
@@ -216,22 +221,24 @@ def evaluate_run(workdir: str, out: Path, *, split: str | None = None, eval_cfg=
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
     wd = Path(workdir)
-    bundle = None
+    manifest_path = wd / "data" / "manifest.json"
+    manifest = _read_json(manifest_path)  # the run's copy of the prepared data's manifest
     if baselines_only:
         import ml_collections
         from gesture_jax.motion.pipeline import MotionPipeline
         cfg = ml_collections.ConfigDict(_read_json(wd / "config.json"))
-        manifest = _read_json(wd / "data" / "manifest.json")
         pipeline = MotionPipeline.load(wd / "data" / manifest["motion"].get("pipeline", "motion_pipeline"))
         ckpt_step = None
+        bundle = None
     else:
-        from gesture_jax.generate import load_bundle
-        bundle = load_bundle(wd, step)
-        cfg, manifest, pipeline, ckpt_step = bundle.config, bundle.manifest, bundle.pipeline, int(bundle.step)
+        if bundle is None:
+            from gesture_jax.generate import load_bundle
+            bundle = load_bundle(wd, step)
+        cfg, pipeline, ckpt_step = bundle.config, bundle.pipeline, int(bundle.step)
     if eval_cfg is not None:
-        cfg.eval = eval_cfg  # an existing key: allowed on a locked ConfigDict
+        with cfg.unlocked():
+            cfg.eval = eval_cfg
     split = split or cfg.eval.get("split", "test")
-    manifest_path = wd / "data" / "manifest.json"
     files = split_files(manifest, split, manifest_path)
     if max_files:
         files = files[:max_files]

@@ -34,9 +34,8 @@ def test_mismatched_mean_pose_and_noise_baselines():
     assert all(np.array_equal(x, y) for x, y in zip(a, b)) and not np.array_equal(a[0], c[0])
 
 
-@pytest.mark.slow
-def test_evaluate_baselines_end_to_end_is_deterministic(tmp_path):
-    """Synthetic corpus -> prepare -> FGD AE -> evaluate --baselines_only twice -> identical metrics.json."""
+def _tiny_run(tmp_path):
+    """Synthetic corpus -> prepare -> tiny FGD AE -> a workdir holding config.json and data/."""
     from configs import demo
     from data_prep.prepare import run_prepare
     from data_prep.synthetic import generate_corpus
@@ -50,13 +49,53 @@ def test_evaluate_baselines_end_to_end_is_deterministic(tmp_path):
     generate_corpus(cfg.data.root, num_train=2, num_test=2, duration_s=6.0, seed=0)
     run_prepare(cfg, progress=False)
     ae_dir = evaluate.train_fgd_ae(cfg, None, None)
-    assert json.loads((ae_dir / "meta.json").read_text())["stride"] == 17
-
     run = tmp_path / "run"
     (run / "data").mkdir(parents=True)
     shutil.copy(tmp_path / "data" / "manifest.json", run / "data" / "manifest.json")
     shutil.copytree(tmp_path / "data" / "motion_pipeline", run / "data" / "motion_pipeline")
     (run / "config.json").write_text(cfg.to_json())
+    return cfg, run, ae_dir
+
+
+@pytest.mark.slow
+def test_evaluate_model_path_with_random_weights_is_seed_deterministic(tmp_path):
+    """The generation path of evaluate_run (random-weight denoiser: no training needed)."""
+    import types
+
+    from flax import nnx
+
+    from gesture_jax import evaluate
+    from gesture_jax.models.denoiser import build_denoiser
+    from gesture_jax.motion.pipeline import MotionPipeline
+
+    cfg, run, ae_dir = _tiny_run(tmp_path)
+    with cfg.unlocked():
+        cfg.model.depth, cfg.model.dim, cfg.model.heads = 1, 32, 2
+        cfg.diffusion.num_steps = 20
+    man = json.loads((run / "data" / "manifest.json").read_text())
+    pipe = MotionPipeline.load(run / "data" / "motion_pipeline")
+    window = int(cfg.data.window_s * cfg.data.fps)
+    model = build_denoiser(cfg.model, pipe.feature_dim, man["audio"]["dim"], window, nnx.Rngs(0), fps=cfg.data.fps)
+    bundle = types.SimpleNamespace(config=cfg, model=model, pipeline=pipe, step=7, manifest={})
+    kw = dict(bundle=bundle, fgd_ae=str(ae_dir), sampler="ddim", steps=3)
+    r1 = evaluate.evaluate_run(str(run), tmp_path / "o1", seed=1, save_motion=True, **kw)
+    evaluate.evaluate_run(str(run), tmp_path / "o2", seed=1, **kw)
+    r3 = evaluate.evaluate_run(str(run), tmp_path / "o3", seed=2, **kw)
+    assert (tmp_path / "o1" / "metrics.json").read_bytes() == (tmp_path / "o2" / "metrics.json").read_bytes()
+    assert r1["checkpoint_step"] == 7 and r1["sampling"]["sampler"] == "ddim" and r1["sampling"]["steps"] == 3
+    for k in ("fgd", "fgd_raw", "bc", "l1div", "jerk", "acceleration"):
+        assert k in r1 and k in r1["summary"]["model"]
+    assert r1["jerk"] != r3["jerk"]  # the seed reaches the sampler
+    assert sorted(p.name for p in (tmp_path / "o1" / "motion").iterdir()) == [f + ".bvh" for f in r1["files"]]
+
+
+@pytest.mark.slow
+def test_evaluate_baselines_end_to_end_is_deterministic(tmp_path):
+    """Synthetic corpus -> prepare -> FGD AE -> evaluate --baselines_only twice -> identical metrics.json."""
+    from gesture_jax import evaluate
+
+    cfg, run, ae_dir = _tiny_run(tmp_path)
+    assert json.loads((ae_dir / "meta.json").read_text())["stride"] == 17
     reports = [evaluate.evaluate_run(str(run), tmp_path / f"out{i}", baselines_only=True, fgd_ae=str(ae_dir))
                for i in (1, 2)]
     a, b = ((tmp_path / f"out{i}" / "metrics.json").read_bytes() for i in (1, 2))
