@@ -34,7 +34,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from gesture_jax.eval.fgd import make_windows
+from gesture_jax.eval.fgd import make_windows, window_starts
 
 FORMAT_VERSION = 1
 
@@ -142,9 +142,17 @@ def _train_step(graphdef: nnx.GraphDef, params: nnx.State, opt_state, x: jax.Arr
 
 
 def input_stats(clips: Sequence[np.ndarray], std_floor: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
-    """Per-coordinate mean/std [J*3] over all frames; std floored (constant coordinates exist)."""
-    flat = np.concatenate([np.asarray(c, np.float64).reshape(c.shape[0], -1) for c in clips])
-    mean, std = flat.mean(0), flat.std(0)
+    """Per-coordinate mean/std [J*3] over all frames (running float64 sums: no big copy).
+
+    The std is floored at std_floor x the largest std: constant coordinates exist (a root
+    fixed at the origin by root_relative, joints the pipeline does not animate).
+    """
+    n, s1, s2 = 0, 0.0, 0.0
+    for c in clips:
+        x = np.asarray(c, np.float64).reshape(c.shape[0], -1)
+        n, s1, s2 = n + x.shape[0], s1 + x.sum(0), s2 + (x * x).sum(0)
+    mean = s1 / n
+    std = np.sqrt(np.maximum(s2 / n - mean * mean, 0.0))
     std = np.maximum(std, std_floor * max(1.0, float(std.max())))
     return mean.astype(np.float32), std.astype(np.float32)
 
@@ -156,45 +164,52 @@ def train_fgd_autoencoder(clips: Sequence[np.ndarray], *, fps: float, joint_name
                           log: Callable[[str], None] | None = print) -> FGDAutoencoder:
     """Train the autoencoder on root-relative training clips [N_i, J, 3] (deterministic given seed).
 
-    Batches are drawn with a numpy Generator seeded by `seed` (uniform over windows, with
-    replacement), the weights from nnx.Rngs(seed); the step is one jitted function, so a rerun
-    with the same clips and seed gives the same weights on the same machine.
+    The clips are held once, standardized, as one [M, J*3] float32 array; a batch gathers
+    `batch_size` window starts drawn uniformly (with replacement) by a numpy Generator seeded
+    by `seed` from the GENEA window grid (window frames, stride frames, per clip). Weights come
+    from nnx.Rngs(seed) and the step is one jitted function, so a rerun with the same clips and
+    seed gives the same weights on the same machine. Memory: one copy of the training motion
+    (BEAT's ~30 h at 20 fps x 75 joints: ~2 GB), never a copy per window.
     """
     stride = max(1, window // 2) if stride is None else stride
-    clips = [np.asarray(c, np.float32) for c in clips]
     if not clips:
         raise FGDAutoencoderError("no training clips for the FGD autoencoder")
     mean, std = input_stats(clips)
-    raw = make_windows(clips, window, stride)
-    if raw.shape[0] < 2:
-        raise FGDAutoencoderError(f"only {raw.shape[0]} training windows of {window} frames: the "
+    lengths = [int(c.shape[0]) for c in clips]
+    frames = np.concatenate([np.asarray(c, np.float32).reshape(c.shape[0], -1) for c in clips])  # [M, D]
+    mean_pose = frames.mean(0, dtype=np.float64).reshape(-1, 3)
+    frames -= mean
+    frames /= std
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    starts = np.concatenate([window_starts(n, window, stride) + o for n, o in zip(lengths, offsets)])
+    if starts.shape[0] < 2:
+        raise FGDAutoencoderError(f"only {starts.shape[0]} training windows of {window} frames: the "
                                   f"training split is too short for this fgd_window")
-    data = ((raw.reshape(raw.shape[0], window, -1) - mean) / std).astype(np.float32)
-    model = MotionAutoencoder(data.shape[-1], window, hidden, latent, rngs=nnx.Rngs(seed))
+    model = MotionAutoencoder(frames.shape[-1], window, hidden, latent, rngs=nnx.Rngs(seed))
     graphdef, params = nnx.split(model)
     opt_state = optax.adam(lr).init(params)
     rng = np.random.default_rng(seed)
+    ramp = np.arange(window, dtype=np.int64)
     history: list[tuple[int, float]] = []
     loss = float("nan")
     for step in range(1, steps + 1):
-        idx = rng.integers(0, data.shape[0], size=batch_size)
-        params, opt_state, loss_j = _train_step(graphdef, params, opt_state, jnp.asarray(data[idx]), lr=lr)
+        idx = starts[rng.integers(0, starts.shape[0], size=batch_size)]
+        batch = frames[idx[:, None] + ramp[None, :]]  # [B, window, D]
+        params, opt_state, loss_j = _train_step(graphdef, params, opt_state, jnp.asarray(batch), lr=lr)
         if step % log_every == 0 or step == steps:
             loss = float(loss_j)
             history.append((step, loss))
             if log:
                 log(f"fgd-ae step {step}/{steps} loss {loss:.5f}")
     model = nnx.merge(graphdef, params)
-    flat = np.concatenate([c.reshape(c.shape[0], -1) for c in clips])
     meta = {
         "format_version": FORMAT_VERSION, "window": window, "stride": stride, "fps": float(fps),
-        "input_dim": int(data.shape[-1]), "hidden": hidden, "latent": latent,
+        "input_dim": int(frames.shape[-1]), "hidden": hidden, "latent": latent,
         "joint_names": list(joint_names), "steps": steps, "batch_size": batch_size, "lr": lr,
         "seed": seed, "final_loss": loss, "loss_history": history,
-        "train_windows": int(data.shape[0]), "train_clips": len(clips), "train_frames": int(flat.shape[0]),
+        "train_windows": int(starts.shape[0]), "train_clips": len(clips), "train_frames": int(frames.shape[0]),
         "positions": "root-relative (root x,z subtracted per frame), skeleton units",
     }
-    mean_pose = flat.mean(0).reshape(-1, 3)
     return FGDAutoencoder(model, mean, std, np.asarray(mean_speed, np.float64), mean_pose, meta)
 
 
