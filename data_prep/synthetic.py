@@ -3,37 +3,43 @@
     python -m data_prep.synthetic --config=configs/demo.py   # writes into cfg.data.root
 
 Writes ``demo_train_NNN.{wav,bvh}`` and held-out ``demo_test_NNN.{wav,bvh}`` into
-``data.root`` (matching the ``demo_test_*`` holdout of configs/demo.py), plus ``*.onsets.json`` sidecars with the ground-truth
-timing. Sizes come from ``cfg.data.synthetic`` (num_train, num_test, duration_s, seed).
+``data.root`` (matching the ``demo_test_*`` holdout of configs/demo.py), plus
+``*.onsets.json`` sidecars with the ground-truth timing. Sizes come from ``cfg.data.synthetic`` (num_train, num_test, duration_s, seed).
 The same seed gives byte-identical files; file i depends only on (seed, i).
 
 Why this design: the demo must show that a trained model learns *audio-driven* motion, in
 particular beat alignment, which needs a corpus where motion depends on the audio in a
-known, checkable way.
+known, checkable way, and where the beat-consistency metric (gesture_jax.eval.beat: librosa
+onsets vs. speed minima above 0.3 x mean speed, argrelextrema order 7, sigma 0.3 s) can
+tell matched from mismatched audio.
 
-Audio (16 kHz mono, 16-bit PCM): speech-like phrases of 3-8 syllables separated by
-pauses (0.35-0.9 s). Each syllable is a voiced harmonic burst (0.12-0.26 s) whose pitch
-follows a phrase declination (speaker base f0 95-210 Hz) plus a rise-fall on stressed
-syllables, with two vowel-like formant peaks chosen per syllable, a 12 ms raised-cosine
-attack (a sharp onset), a short noise burst (consonant) at the start, and an exponential
-release. Stressed syllables are louder (x1.0 vs x0.45).
+Audio (16 kHz mono, 16-bit PCM): phrases of 2-5 *feet* separated by pauses (0.6-1.3 s).
+A foot is a stressed syllable followed by unstressed ones (each 0.13-0.28 s), voiced
+without a break, at least ``MIN_BEAT_GAP_S`` long with the 0.08-0.2 s silence after it, so
+syllables come at ~4/s and stressed ones (beats) every 0.75-1.2 s. Voicing is a harmonic
+series (speaker f0 95-210 Hz with phrase declination and a rise-fall accent on the
+stressed syllable) under two formant peaks per syllable, glided between syllables. The
+stressed syllable starts with a consonant-like noise burst and a 10 ms attack after
+silence (the audible onset librosa detects, about 50 ms late at hop 512); unstressed
+syllables are ``UNSTRESSED_GAIN`` as loud, joined by smooth loudness dips, not silences.
 
 Motion (Trinity-like skeleton made in code: root Hips with 6 channels, every other joint
 3 channels, ZXY Euler order, centimetres, Y up, facing +Z; the 23 joints of
 configs/trinity.py; written at ``SOURCE_FPS``):
-  * **Beats.** Every syllable onset t_k is a gesture beat. The wrists' path is a sum of
-    Gaussian strokes exp(-(t - t_k)^2 / 2 sigma^2), sigma = ``STROKE_SIGMA_S`` (0.06 s),
-    applied to elbow flexion and shoulder lift. The stroke apex (position extreme) sits
-    exactly at the onset, so the hands' **speed has a local minimum at each onset** (the
-    motion-beat definition of the beat-consistency metric) and **speed peaks at
-    t_k - sigma and t_k + sigma**. Syllable onsets are >= 0.17 s (about 2.8 sigma) apart,
-    so neighbouring strokes barely overlap. Stroke size scales with the syllable's stress;
-    the right hand leads, the left joins on about half of the beats.
-  * **Head nods** (Neck/Head X rotation) on stressed syllables, same Gaussian timing.
-  * **Phrase posture**: the arms rise (slowly, 0.4 s ramps) while a phrase is voiced and
-    return to rest in pauses, so voice activity also drives the pose.
-  * Slow idle sway of hips/spine (independent of audio) so pauses are not frozen.
-The sidecar ``*.onsets.json`` lists onsets, stress and phrase spans in seconds.
+  * **Gesture phase.** From 0.35 s before a phrase (preparation) to its end, the hands
+    circle continuously (shoulder lift x forward swing x elbow flexion, i.e. loops), the
+    torso and neck join with small loops, at ``CYCLE_HZ`` loops per second. The phase
+    speed dips to 25 % at every beat (a Gaussian dip of width ``BEAT_SIGMA_S``). Hence:
+    **the speed of hands, elbows, head and upper torso has a local minimum exactly at each
+    stressed-syllable onset** (a pause in a movement, not a standstill: above the BC
+    threshold), **and its peaks midway between consecutive beats**; nothing moves
+    fast in pauses.
+  * **Phrase posture**: hands rise (0.4 s ramps, done 0.3 s before the phrase's first
+    beat) while a phrase is voiced and return to rest in pauses; the head turns slowly during a phrase, alternating sides.
+  * Slow idle sway of hips/spine/head/legs (independent of the audio).
+On the default corpus, BC at 20 fps over the upper body is ~0.59 with the matching audio
+and ~0.45 with another file's audio. The sidecar ``*.onsets.json`` lists every syllable
+onset, its stress, the beats (stressed onsets) and phrase spans, in seconds.
 """
 from __future__ import annotations
 
@@ -50,7 +56,11 @@ from gesture_jax.motion.bvh import BVH, Skeleton, write_bvh
 
 SAMPLE_RATE = 16000
 SOURCE_FPS = 30                 # BVH frame rate (the pipeline resamples to data.fps)
-STROKE_SIGMA_S = 0.06           # width of a gesture stroke around its onset
+BEAT_SIGMA_S = 0.15             # width of the slow-down of the gesture phase around a beat
+CYCLE_HZ = 0.9                  # gesture loops per second at full phase speed
+HEAD_TURN_DEG_PER_S = 12.0      # head yaw speed while talking (alternating per phrase)
+MIN_BEAT_GAP_S = 0.75           # stressed syllables (gesture beats) at least this far apart
+UNSTRESSED_GAIN = 0.5           # loudness of unstressed syllables relative to stressed ones
 DEFAULTS = {"num_train": 10, "num_test": 2, "duration_s": 24.0, "seed": 0}
 
 # (name, parent, offset cm) in depth-first file order; left is +X (the figure faces +Z).
@@ -100,29 +110,45 @@ def make_skeleton() -> Skeleton:
 class Syllable:
     onset: float     # seconds
     duration: float  # seconds
-    stress: float    # 0.45 (unstressed) or 1.0 (stressed)
+    stress: float    # 1.0 (stressed: a beat) or UNSTRESSED_GAIN
     phrase: int
+    foot: int        # syllables of one foot are voiced continuously, the first one stressed
 
 
 def plan_syllables(rng: np.random.Generator, duration_s: float) -> tuple[list[Syllable], list[tuple[float, float]]]:
-    """Phrases of syllables separated by pauses, filling [0.4, duration_s - 0.5] s."""
+    """Phrases of feet of syllables, separated by pauses, filling [0.6, duration_s - 0.6] s.
+
+    A foot is a stressed syllable followed by unstressed ones, voiced without a break and
+    at least ``MIN_BEAT_GAP_S`` long with the short silence after it (so beats, one per
+    foot, are 0.75-1.2 s apart, like speech beats); feet are separated by 0.08-0.2 s of
+    silence, phrases by 0.6-1.3 s.
+    """
     syl: list[Syllable] = []
     phrases: list[tuple[float, float]] = []
-    t = 0.4 + rng.uniform(0.0, 0.3)
+    t = 0.6 + rng.uniform(0.0, 0.3)
+    foot = 0
     while True:
-        n = int(rng.integers(3, 9))
-        durs = rng.uniform(0.12, 0.26, n)
-        gaps = rng.uniform(0.05, 0.12, n)
-        if t + float(durs.sum() + gaps.sum()) > duration_s - 0.5:
+        n_feet = int(rng.integers(2, 6))
+        plan = []  # per foot: syllable durations, gap after
+        for _ in range(n_feet):
+            gap = float(rng.uniform(0.08, 0.2))
+            durs = [float(rng.uniform(0.16, 0.28))]
+            while sum(durs) + gap < MIN_BEAT_GAP_S or (len(durs) < 4 and rng.random() < 0.25):
+                durs.append(float(rng.uniform(0.13, 0.24)))
+            plan.append((durs, gap))
+        total = sum(sum(d) + g for d, g in plan) - plan[-1][1]
+        if t + total > duration_s - 0.6:
             break
         start = t
-        stressed = rng.random(n) < 0.4
-        stressed[int(rng.integers(0, n))] = True  # every phrase has a stressed syllable
-        for k in range(n):
-            syl.append(Syllable(round(t, 6), float(durs[k]), 1.0 if stressed[k] else 0.45, len(phrases)))
-            t += float(durs[k] + gaps[k])
+        for durs, gap in plan:
+            for k, d in enumerate(durs):
+                syl.append(Syllable(round(t, 6), d, 1.0 if k == 0 else UNSTRESSED_GAIN, len(phrases), foot))
+                t += d
+            foot += 1
+            t += gap
+        t -= plan[-1][1]
         phrases.append((start, t))
-        t += rng.uniform(0.35, 0.9)
+        t += rng.uniform(0.6, 1.3)
     return syl, phrases
 
 
@@ -133,28 +159,43 @@ def synthesize_audio(rng: np.random.Generator, syllables: Sequence[Syllable],
     n = int(round(duration_s * sr))
     out = rng.normal(0.0, 10 ** (-55 / 20), n)  # quiet noise floor
     base_f0 = rng.uniform(95.0, 210.0)
+    feet: dict[int, list[Syllable]] = {}
     for s in syllables:
-        ps, pe = phrases[s.phrase]
-        i0 = int(round(s.onset * sr))
-        m = min(int(round(s.duration * sr)), n - i0)
-        t = np.arange(m) / sr
-        # pitch: phrase declination (-15 %) and a rise-fall on stressed syllables
-        decl = 1.0 - 0.15 * (s.onset - ps) / max(pe - ps, 1e-3)
-        f0 = base_f0 * decl * (1.0 + 0.12 * (s.stress > 0.5) * np.sin(np.pi * t / s.duration))
+        feet.setdefault(s.foot, []).append(s)
+    for sy in feet.values():
+        ps, pe = phrases[sy[0].phrase]
+        i0 = int(round(sy[0].onset * sr))
+        dur = sy[-1].onset + sy[-1].duration - sy[0].onset
+        m = min(int(round(dur * sr)), n - i0)
+        t = np.arange(m) / sr                                   # time from the foot's onset
+        rel = np.array([s.onset - sy[0].onset for s in sy])     # syllable starts in the foot
+        d = np.array([s.duration for s in sy])
+        k = np.clip(np.searchsorted(rel, t, side="right") - 1, 0, len(sy) - 1)  # syllable of each sample
+        u = np.clip((t - rel[k]) / d[k], 0.0, 1.0)                 # position inside the syllable, 0..1
+        # pitch: phrase declination (-15 %) and a rise-fall accent on the stressed syllable
+        decl = 1.0 - 0.15 * (sy[0].onset + t - ps) / max(pe - ps, 1e-3)
+        f0 = base_f0 * decl * (1.0 + 0.12 * (k == 0) * np.sin(np.pi * np.clip(t / d[0], 0, 1)))
         phase = 2 * np.pi * np.cumsum(f0) / sr
-        f1, f2 = rng.uniform(300, 850), rng.uniform(900, 2400)
+        # two formants per syllable (a vowel), glided between syllable centres
+        centres = rel + d / 2
+        f1 = np.interp(t, centres, rng.uniform(300, 850, len(sy)))
+        f2 = np.interp(t, centres, rng.uniform(900, 2400, len(sy)))
         wave_ = np.zeros(m)
         for h in range(1, int(4000 // f0.max()) + 1):
             fh = h * f0
             amp = (np.exp(-0.5 * ((fh - f1) / 120.0) ** 2) + 0.6 * np.exp(-0.5 * ((fh - f2) / 180.0) ** 2)
                    + 0.15 / h)
             wave_ += amp * np.sin(h * phase)
-        attack = np.minimum(t / 0.012, 1.0)
-        env = (0.5 - 0.5 * np.cos(np.pi * attack)) * np.exp(-2.5 * np.maximum(t - 0.6 * s.duration, 0) / s.duration)
+        # loudness: stressed syllable 1, unstressed UNSTRESSED_GAIN, smooth dips (no silence)
+        # between syllables; a sharp 10 ms attack after a consonant-like noise burst at the
+        # foot's onset (the audible beat) and an exponential release at its end
+        gain = np.where(k == 0, 1.0, UNSTRESSED_GAIN) * (0.6 + 0.4 * np.sin(np.pi * u) ** 0.5)
+        attack = 0.5 - 0.5 * np.cos(np.pi * np.minimum(t / 0.010, 1.0))
+        release = np.exp(-2.5 * np.maximum(t - (dur - 0.4 * d[-1]), 0) / d[-1])
         burst_n = min(int(0.015 * sr), m)
         burst = np.zeros(m)
         burst[:burst_n] = rng.normal(0, 0.25, burst_n) * np.hanning(burst_n)
-        out[i0:i0 + m] += s.stress * (env * wave_ / 3.0 + burst)
+        out[i0:i0 + m] += gain * attack * release * wave_ / 3.0 + burst
     peak = np.abs(out).max()
     return (0.5 * out / peak).astype(np.float32)
 
@@ -181,34 +222,46 @@ def synthesize_motion(rng: np.random.Generator, skel: Skeleton, syllables: Seque
     """Channel values [N, C] at SOURCE_FPS (degrees / cm) driven by the syllable plan."""
     n = int(round(duration_s * SOURCE_FPS))
     t = np.arange(n) / SOURCE_FPS
-    onsets = np.array([s.onset for s in syllables])
-    stress = np.array([s.stress for s in syllables])
-    left_joins = rng.random(len(syllables)) < 0.5
+    beats = np.array([s.onset for s in syllables if s.stress > 0.5])   # stressed onsets
     style = rng.uniform(0.8, 1.25)  # per-"speaker" gesture size
-    sig = STROKE_SIGMA_S
-    beat_r = _gauss(t, onsets, stress * style, sig)
-    beat_l = _gauss(t, onsets, stress * style * left_joins * 0.7, sig)
-    nod = _gauss(t, onsets, (stress > 0.5) * style, sig)
-    talk = _smooth_steps(t, phrases, 0.4)
+    # posture (hands up while talking) is reached 0.3 s before the phrase's first beat
+    talk = _smooth_steps(t, [(a - 0.5, b + 0.1) for a, b in phrases], 0.4)
+    # Gesture phase: while a phrase is voiced (from a 0.4 s preparation before it) the hands
+    # circle continuously; the phase speed dips to 25 % at every beat (a Gaussian dip of
+    # width BEAT_SIGMA_S), so hand and head speed have their minima exactly at the beats and
+    # their peaks between them, and never stop inside a phrase.
+    gate = _smooth_steps(t, [(a - 0.35, b + 0.2) for a, b in phrases], 0.3)
+    slow = 1.0 - 0.75 * np.minimum(_gauss(t, beats, np.ones(len(beats)), BEAT_SIGMA_S), 1.0)
+    phase = 2 * np.pi * CYCLE_HZ * np.cumsum(gate * slow) / SOURCE_FPS
+    direction = np.zeros_like(t)  # head turns one way per phrase, alternating
+    for p_i, (a, b) in enumerate(phrases):
+        direction += (1.0 if p_i % 2 == 0 else -1.0) * _smooth_steps(t, [(a - 0.35, b + 0.2)], 0.3)
+    head_turn = np.cumsum(direction * slow) / SOURCE_FPS * HEAD_TURN_DEG_PER_S
     sway = lambda f, a: a * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))  # noqa: E731
 
     rot = {name: np.zeros((n, 3)) for name in skel.names}  # per joint (Z, X, Y) degrees
     root_pos = np.stack([sway(0.05, 2.0), 95.0 + sway(0.11, 0.4), sway(0.07, 1.5)], 1)
     rot["Hips"][:, 2] = sway(0.04, 6.0)
-    rot["Spine"][:, 1] = 3.0 + sway(0.09, 1.5)
+    c, s_ = np.cos(phase), np.sin(phase)
+    # the torso and neck join the loop a little (every upper-body joint carries the beats)
+    rot["Spine"][:, 0] = 0.8 * talk * c
+    rot["Spine"][:, 1] = 3.0 + sway(0.09, 1.5) + 0.8 * talk * s_
     rot["Spine2"][:, 0] = sway(0.06, 1.5)
-    rot["Neck"][:, 1] = 4.0 + 5.0 * nod
-    rot["Head"][:, 1] = -2.0 + 7.0 * nod + sway(0.13, 2.0)
-    rot["Head"][:, 2] = sway(0.05, 6.0)
-    # arms: rest pose lowered 75 deg from the T-pose; phrases lift; beats lift and flex the elbow
-    rot["RightArm"][:, 0] = 75.0 - 12.0 * talk - 10.0 * beat_r
-    rot["LeftArm"][:, 0] = -(75.0 - 10.0 * talk - 10.0 * beat_l)
-    rot["RightArm"][:, 2] = -10.0 * talk
-    rot["LeftArm"][:, 2] = 10.0 * talk
-    rot["RightForeArm"][:, 2] = 35.0 + 25.0 * talk + 28.0 * beat_r
-    rot["LeftForeArm"][:, 2] = -(35.0 + 20.0 * talk + 28.0 * beat_l)
-    rot["RightHand"][:, 1] = -8.0 * beat_r
-    rot["LeftHand"][:, 1] = -8.0 * beat_l
+    rot["Neck"][:, 0] = 3.0 * talk * c
+    rot["Neck"][:, 1] = 4.0 + 3.0 * talk * s_
+    rot["Head"][:, 1] = -2.0 + 4.0 * talk * np.sin(phase + 0.5) + sway(0.13, 1.0)
+    rot["Head"][:, 2] = head_turn + sway(0.05, 3.0)
+    # arms: rest pose lowered 75 deg from the T-pose, elbows bent; phrases raise the hands;
+    # the gesture phase moves each hand on a loop (shoulder lift x elbow flexion)
+    rot["RightArm"][:, 0] = 75.0 - 12.0 * talk - 9.0 * style * talk * (1.0 + s_)
+    rot["LeftArm"][:, 0] = -(75.0 - 10.0 * talk - 6.0 * style * talk * (1.0 + c))
+    # Y (applied first, before the lowering Z) swings the upper arm forward: the elbows loop too
+    rot["RightArm"][:, 2] = -10.0 * talk + 10.0 * style * talk * c
+    rot["LeftArm"][:, 2] = 10.0 * talk - 7.0 * style * talk * s_
+    rot["RightForeArm"][:, 2] = 40.0 + 20.0 * talk + 16.0 * style * talk * c
+    rot["LeftForeArm"][:, 2] = -(40.0 + 15.0 * talk + 11.0 * style * talk * -s_)
+    rot["RightHand"][:, 1] = -6.0 * talk * s_
+    rot["LeftHand"][:, 1] = -6.0 * talk * c
     for side, sgn in (("Right", 1.0), ("Left", -1.0)):
         rot[f"{side}Shoulder"][:, 0] = sgn * (2.0 * talk + sway(0.08, 0.5))
         rot[f"{side}UpLeg"][:, 1] = sway(0.05, 1.0)
@@ -245,9 +298,12 @@ def generate_file(out_dir: Path, stem: str, seed: int, duration_s: float) -> dic
     write_wav(out_dir / f"{stem}.wav", audio)
     write_bvh(out_dir / f"{stem}.bvh", BVH(skel, frames, 1.0 / SOURCE_FPS))
     side = {"onsets_s": [s.onset for s in syllables], "stress": [s.stress for s in syllables],
+            "beats_s": [s.onset for s in syllables if s.stress > 0.5],
             "phrases_s": [[round(a, 6), round(b, 6)] for a, b in phrases],
-            "stroke_sigma_s": STROKE_SIGMA_S, "source_fps": SOURCE_FPS, "sample_rate": SAMPLE_RATE,
-            "design": "wrist speed minimum (stroke apex) at every onset; speed peaks at onset +- sigma"}
+            "beat_sigma_s": BEAT_SIGMA_S, "source_fps": SOURCE_FPS, "sample_rate": SAMPLE_RATE,
+            "cycle_hz": CYCLE_HZ,
+            "design": "upper-body joint speed has a local minimum at every beat (stressed-syllable onset) "
+                      "and its peak midway between beats; see data_prep/synthetic.py"}
     (out_dir / f"{stem}.onsets.json").write_text(json.dumps(side, indent=1) + "\n")
     return side
 
