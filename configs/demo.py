@@ -5,7 +5,7 @@ or step by step:
     python -m data_prep.synthetic --config=configs/demo.py
     python -m data_prep.prepare --config=configs/demo.py
     python -m gesture_jax.train --config=configs/demo.py --workdir=runs/demo
-    python -m gesture_jax.generate --workdir=runs/demo --audio=data/demo_src/test --out=runs/demo/out --video
+    python -m gesture_jax.generate --workdir=runs/demo --audio=data/demo_src/demo_test_000.wav --out=runs/demo/out --video
 """
 import ml_collections
 

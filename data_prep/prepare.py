@@ -30,6 +30,10 @@ order over all splits). A machine that needs results of another (the fit needs e
 training file's stats; shard_index 0 assembles the shards) polls for them for up to
 ``--wait_s`` seconds; rerun it once the others finish if it gave up.
 
+``DST/work/`` (per-file results, about the size of the shards) is what makes reruns
+cheap; it may be deleted once ``manifest.json`` exists (a rerun then recomputes
+everything and writes the same bytes).
+
 WavLM features on a GPU: every worker process loads the encoder, so use
 ``--config.data.num_workers=1`` there (workers do not preallocate GPU memory).
 """
