@@ -353,7 +353,7 @@ def assemble(cfg: ml_collections.ConfigDict, out: Path, disc: datasets.Discovery
     skipped.sort(key=lambda s: s["path"])
     m = manifest_lib.new_manifest(cfg, feature_names=list(pipe.feature_names), audio_feature=audio_name,
                                   audio_dim=audio_dim, splits=split_info, skipped=skipped,
-                                  source_root=str(cfg.data.root))
+                                  source_root=str(Path(cfg.data.root).resolve()))
     manifest_lib.save_manifest(out, m)
     return m
 
