@@ -110,6 +110,17 @@ def test_two_processes_read_disjoint_halves(tmp_path):
     assert len(set(seen[0]) | set(seen[1])) == 36
 
 
+def test_process_index_and_count_default_to_jax(tmp_path, monkeypatch):
+    import jax
+    cfg = make_prepared(tmp_path / "d")
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    got = [_ids(b)[0] for b in pipeline.make_iterator(cfg, "train", batch_size=1, seed=5, num_epochs=1)]
+    want = [_ids(b)[0] for b in pipeline.make_iterator(cfg, "train", batch_size=1, seed=5, num_epochs=1,
+                                                        process_index=1, process_count=2)]
+    assert got == want and len(got) == 18
+
+
 def test_random_crop_keeps_motion_and_audio_aligned(tmp_path):
     cfg = make_prepared(tmp_path / "d", random_crop_s=2.0)
     b = next(pipeline.make_iterator(cfg, "train", batch_size=8, seed=0, process_index=0, process_count=1))
