@@ -198,3 +198,24 @@ def test_empty_split_is_a_clear_error(tmp_path):
         pipeline.make_iterator(cfg, "test", batch_size=2, seed=0, process_index=0, process_count=1)
     with pytest.raises(manifest_lib.ManifestError, match="no split 'val'"):
         pipeline.make_iterator(cfg, "val", batch_size=2, seed=0, process_index=0, process_count=1)
+
+
+def test_check_command_quick_and_full(tmp_path):
+    from gesture_jax.data import check
+    cfg = make_prepared(tmp_path / "d")
+    s = check.check_prepared(cfg, full=True)
+    assert s["counts"] == {"train": 37, "test": 5} and s["shards"] == {"train": 4, "test": 1}
+    # damage inside a middle record: the quick check (first/last records) cannot see it, --full can
+    p = tmp_path / "d" / shards.shard_name("train", 1, 4)
+    raw5 = shards.read_records(p)[5]
+    data = bytearray(p.read_bytes())
+    at = data.find(raw5) + len(raw5) // 2
+    data[at:at + 8] = b"\x00" * 8
+    p.write_bytes(bytes(data))
+    check.check_prepared(cfg)
+    with pytest.raises(shards.ShardError, match="train-00001-of-00004"):
+        check.check_prepared(cfg, full=True)
+    r = subprocess.run([sys.executable, "-m", "gesture_jax.data.check", "--config=configs/demo.py",
+                        f"--config.data.out={tmp_path / 'd'}", f"--config.audio.n_mels={A}", "--full"],
+                       capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 1 and "train-00001-of-00004" in r.stderr and "Traceback" not in r.stderr
