@@ -283,21 +283,36 @@ def _wait_for(paths: Callable[[], list[Path]], what: str, wait_s: float) -> None
 # ------------------------------------------------------------------------------- stages
 
 def fit_pipeline(cfg: ml_collections.ConfigDict, out: Path, train: Sequence[datasets.SourcePair]):
-    """Stage 3: fit on every readable training file's stats; saved once (atomic folder)."""
-    from gesture_jax.motion.pipeline import MotionPipeline
+    """Stage 3: fit on every readable training file's stats; saved once (atomic folder).
+
+    Files are merged in natural order; the first defines the skeleton/feature layout and a
+    file whose layout differs (another skeleton) is skipped with the reason (it would also
+    fail in the window stage), not fatal.
+    """
+    from gesture_jax.motion.pipeline import MotionPipeline, MotionPipelineError, merge_stats
     dst = out / manifest_lib.PIPELINE_DIR
     if dst.is_dir():
         return MotionPipeline.load(dst)
-    stats = []
+    total = None
     for p in train:
         sp = _stats_path(out, p.file_id)
-        if sp.is_file():
-            stats += stats_io.stats_from_bytes(sp.read_bytes())
-    if not stats:
+        if not sp.is_file():
+            continue
+        acc = total
+        try:
+            for st in stats_io.stats_from_bytes(sp.read_bytes()):
+                acc = st if acc is None else merge_stats(acc, st)
+        except MotionPipelineError as e:
+            err = {"path": p.bvh, "reason": f"{_reason(e)} (the motion pipeline is fitted on the first file's layout)"}
+            shards.atomic_write_bytes(_stats_error_path(out, p.file_id), _json_bytes(err))
+            print(f"[prepare] skipped {p.file_id}: {err['reason']}", file=sys.stderr)
+            continue
+        total = acc
+    if total is None:
         raise PrepareError(f"no readable training file under {cfg.data.root}: cannot fit the motion pipeline "
                            f"(see {_work(out) / 'stats'} for the reasons)")
     pipe = MotionPipeline.from_config(cfg.data)
-    pipe.fit_from_stats(stats)
+    pipe.fit_from_stats([total])
     tmp = out / f"{manifest_lib.PIPELINE_DIR}.tmp-{os.getpid()}"
     pipe.save(tmp)
     try:

@@ -122,9 +122,14 @@ def test_unreadable_and_unpaired_files_are_listed_and_skipped(corpus, tmp_path):
     (root / "demo_train_008.wav").write_bytes(b"RIFF not a wav")                   # unreadable audio
     os.link(corpus / "demo_train_000.bvh", root / "demo_train_008.bvh")
     (root / "demo_test_005.wav").symlink_to(corpus / "demo_test_000.wav")  # no BVH
+    other = (corpus / "demo_train_001.bvh").read_text().replace("JOINT Head\n", "JOINT Head2\n")
+    (root / "demo_train_006.bvh").write_text(other)                        # another skeleton
+    os.link(corpus / "demo_train_001.wav", root / "demo_train_006.wav")
     m = _prepare_here(root, tmp_path / "out")
     reasons = {s["path"]: s["reason"] for s in m["skipped"]}
-    assert set(reasons) == {"demo_train_007.bvh", "demo_train_008.bvh", "demo_test_005.wav"}, reasons
+    assert set(reasons) == {"demo_train_006.bvh", "demo_train_007.bvh", "demo_train_008.bvh",
+                            "demo_test_005.wav"}, reasons
+    assert "first file's layout" in reasons["demo_train_006.bvh"]
     assert "demo_train_007.bvh" in reasons["demo_train_007.bvh"] and "no .bvh" in reasons["demo_test_005.wav"]
     assert "demo_train_008.wav" in reasons["demo_train_008.bvh"]
     assert m["counts"]["train"] == 32 and m["splits"]["train"]["num_files"] == 4
