@@ -42,6 +42,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 import sys
 import time
 from pathlib import Path
@@ -246,14 +248,22 @@ class _Workers:
             results = map(fn, items)
         else:
             if self.pool is None:
-                ctx = multiprocessing.get_context("spawn")  # no fork after jax/threads started
-                self.pool = ctx.Pool(self.n, initializer=_init_worker, initargs=self.args)
-            results = self.pool.imap_unordered(fn, items)
+                # spawn: no fork after jax/threads started. A worker that dies (e.g. out of
+                # memory) breaks the executor with an error instead of hanging the run.
+                self.pool = ProcessPoolExecutor(self.n, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=_init_worker, initargs=self.args)
+            results = (f.result() for f in as_completed([self.pool.submit(fn, it) for it in items]))
         failed = []
-        for fid, err in results:
-            failed += [f"{fid}: {err}"] if err else []
-            bar.update()
-        bar.close()
+        try:
+            for fid, err in results:
+                failed += [f"{fid}: {err}"] if err else []
+                bar.update()
+        except BrokenProcessPool as e:
+            raise PrepareError(f"a worker process died during '{desc}' ({e}); finished files are kept: rerun "
+                               f"the same command to resume, with fewer --config.data.num_workers if memory "
+                               f"ran out") from None
+        finally:
+            bar.close()
         for f in failed:
             print(f"[prepare] skipped {f}", file=sys.stderr)
 
@@ -262,8 +272,7 @@ class _Workers:
 
     def __exit__(self, *exc) -> None:
         if self.pool is not None:
-            self.pool.close() if exc[0] is None else self.pool.terminate()
-            self.pool.join()
+            self.pool.shutdown(wait=exc[0] is None, cancel_futures=True)
 
 
 def _wait_for(paths: Callable[[], list[Path]], what: str, wait_s: float) -> None:

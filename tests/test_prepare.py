@@ -158,3 +158,18 @@ def test_two_machines_give_the_same_shards(corpus, baseline, tmp_path):
     m = _prepare_here(corpus, out, num_shards=2, shard_index=0, wait_s=0)  # assembles
     assert _shard_bytes(out) == _shard_bytes(baseline)
     assert m["counts"] == json.loads((baseline / "manifest.json").read_text())["counts"]
+
+
+def _die(item):
+    os._exit(3)  # a worker killed mid-file (as by the out-of-memory killer)
+
+
+def test_dead_worker_process_is_a_clear_error_not_a_hang(tmp_path):
+    from configs import demo
+    from data_prep import prepare
+    cfg = demo.get_config()
+    with cfg.unlocked():
+        cfg.data.num_workers = 2
+    with pytest.raises(prepare.PrepareError, match="worker process died during 'windows'.*rerun"):
+        with prepare._Workers(cfg, tmp_path, max_jobs=2, progress=False) as workers:
+            workers.run(_die, [1, 2], "windows")
