@@ -408,6 +408,10 @@ def run_prepare(cfg: ml_collections.ConfigDict, *, num_shards: int = 1, shard_in
     if not cfg.data.root or not cfg.data.out:
         raise PrepareError("set data.root (source files) and data.out (prepared shards)")
     out = Path(cfg.data.out)
+    if cfg.data.dataset == "demo" and not Path(cfg.data.root).is_dir():
+        raise PrepareError(f"data.root {cfg.data.root} does not exist: write the synthetic corpus first "
+                           f"(python -m data_prep.synthetic --config=configs/demo.py "
+                           f"--config.data.root={cfg.data.root})")
     disc = datasets.discover(cfg.data.dataset, cfg.data.root)
     splits = datasets.assign_splits(cfg.data.dataset, disc.pairs, list(cfg.data.holdout), cfg.data.val_fraction)
     if not splits["train"]:
