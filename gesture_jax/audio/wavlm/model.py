@@ -73,26 +73,6 @@ class Linear(nnx.Module):
         return y + self.bias[...] if self.bias is not None else y
 
 
-def strided_frames(x: Array, kernel: int, stride: int) -> Array:
-    """[B, T, C] -> [B, T', kernel*C] patches (im2col), T' = (T - kernel) // stride + 1.
-
-    Index order of the last axis is (tap, channel), matching a [kernel, C, out] kernel
-    reshaped to [kernel*C, out]. A strided conv as one matmul is much faster on CPU than
-    XLA's generic convolution for these shapes.
-    """
-    b, t, c = x.shape
-    n = (t - kernel) // stride + 1
-    if kernel == stride:
-        return x[:, : n * stride].reshape(b, n, kernel * c)
-    if stride > 0 and kernel % stride == 0 and c == 1:
-        # First layer (1 channel, k=10, s=5): kernel/stride shifted non-overlapping views.
-        r = kernel // stride
-        blocks = x[:, : (n + r - 1) * stride, 0].reshape(b, n + r - 1, stride)
-        return jnp.concatenate([blocks[:, j : j + n] for j in range(r)], axis=-1)
-    taps = [jax.lax.slice_in_dim(x, k, k + stride * (n - 1) + 1, stride=stride, axis=1) for k in range(kernel)]
-    return jnp.concatenate(taps, axis=-1)
-
-
 class FeatureConvLayer(nnx.Module):
     """Conv1d (no padding) -> optional norm -> activation, one stage of the feature encoder.
 
@@ -113,10 +93,13 @@ class FeatureConvLayer(nnx.Module):
         self.ksize, self.stride, self.act = kernel, stride, act
 
     def conv(self, x: Array) -> Array:
-        """[B, T, Cin] -> [B, T', Cout] without norm or activation."""
-        patches = strided_frames(x, self.ksize, self.stride)
-        k = self.kernel[...]
-        y = patches @ k.reshape(-1, k.shape[-1])
+        """[B, T, Cin] -> [B, T', Cout], T' = (T - kernel) // stride + 1, without norm or activation.
+
+        XLA's CPU convolution beat an explicit im2col + matmul by 1.2-1.8x on these shapes
+        (and PyTorch's Conv1d on the largest one).
+        """
+        y = jax.lax.conv_general_dilated(x, self.kernel[...], window_strides=(self.stride,), padding="VALID",
+                                         dimension_numbers=("NWC", "WIO", "NWC"))
         return y + self.bias[...] if self.bias is not None else y
 
     def __call__(self, x: Array, group_stats: tuple[Array, Array] | None = None) -> Array:
