@@ -23,7 +23,7 @@ def get_config():
     c.data.test_stride_s = 4.0
     c.data.holdout = ["demo_test_*"]
     # corpus written by data_prep.synthetic (file i uses seed (seed, i); 16 kHz WAV + 30 fps BVH)
-    c.data.synthetic = ml_collections.ConfigDict({"num_train": 10, "num_test": 2, "duration_s": 24.0, "seed": 0})
+    c.data.synthetic = ml_collections.ConfigDict({"num_train": 10, "num_test": 3, "duration_s": 24.0, "seed": 0})
     c.audio.feature = "mel"
 
     c.model.depth = 2

@@ -37,8 +37,8 @@ configs/trinity.py; written at ``SOURCE_FPS``):
   * **Phrase posture**: hands rise (0.4 s ramps, done 0.3 s before the phrase's first
     beat) while a phrase is voiced and return to rest in pauses; the head turns slowly during a phrase, alternating sides.
   * Slow idle sway of hips/spine/head/legs (independent of the audio).
-On the default corpus (12 files), BC at 20 fps over the upper-body joints is 0.635 with
-the matching audio and 0.514 with the next file's audio (tests/test_synthetic.py checks
+On the default corpus (13 files), BC at 20 fps over the upper-body joints is 0.629 with
+the matching audio and 0.518 with the next file's audio (tests/test_synthetic.py checks
 the gap on a smaller corpus). The sidecar ``*.onsets.json`` lists every syllable
 onset, its stress, the beats (stressed onsets) and phrase spans, in seconds.
 """
@@ -62,7 +62,7 @@ CYCLE_HZ = 0.9                  # gesture loops per second at full phase speed
 HEAD_TURN_DEG_PER_S = 12.0      # head yaw speed while talking (alternating per phrase)
 MIN_BEAT_GAP_S = 0.75           # stressed syllables (gesture beats) at least this far apart
 UNSTRESSED_GAIN = 0.5           # loudness of unstressed syllables relative to stressed ones
-DEFAULTS = {"num_train": 10, "num_test": 2, "duration_s": 24.0, "seed": 0}
+DEFAULTS = {"num_train": 10, "num_test": 3, "duration_s": 24.0, "seed": 0}
 
 # (name, parent, offset cm) in depth-first file order; left is +X (the figure faces +Z).
 _JOINTS: list[tuple[str, str | None, tuple[float, float, float]]] = [
