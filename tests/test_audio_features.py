@@ -92,6 +92,21 @@ def test_chunked_70s_equals_unchunked(local_ckpt):
     assert np.abs(a20 - b20).max() < 1e-3
 
 
+def test_padded_and_masked_short_clip_equals_exact_length_forward(local_ckpt):
+    """A 3.3 s clip is zero-padded to the 5 s length bucket and the padding masked; its
+    features equal the model run on the exact clip (GroupNorm over the clip itself)."""
+    from gesture_jax.audio.wavlm.checkpoint import load_checkpoint
+    from gesture_jax.audio.wavlm.model import jitted_forward
+
+    model = load_checkpoint(local_ckpt)
+    wave = speech(3.3)
+    ext = WavLMExtractor(model, layer=2, length_bucket_s=5.0)
+    got = ext.native(wave)
+    want = np.asarray(jitted_forward(model, output_hidden_states=True, num_layers=2)(wave[None]).hidden_states[2][0])
+    assert got.shape == want.shape == (164, 32)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
 def test_make_extractor_wavlm_and_mel(local_ckpt, tmp_path):
     c = get_base_config()
     c.audio.feature = "mel"

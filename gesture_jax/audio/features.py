@@ -54,7 +54,8 @@ class WavLMExtractor:
     name = "wavlm"
 
     def __init__(self, model: Any, *, layer: int = 12, fps: float = 20.0, normalize: bool | None = None,
-                 chunk_s: float = 30.0, overlap_s: float = 5.0, batch_chunks: int = 4, progress: bool = False):
+                 chunk_s: float = 30.0, overlap_s: float = 5.0, batch_chunks: int = 4, length_bucket_s: float = 5.0,
+                 progress: bool = False):
         """
         Args:
             model: a `WavLM` module with weights (see `load_checkpoint`).
@@ -63,6 +64,9 @@ class WavLMExtractor:
                 with (WavLM Large: on); True forces it on.
             chunk_s / overlap_s: chunk length and overlap for long files (chunk_s <= 0: never chunk).
             batch_chunks: chunks encoded per jitted call.
+            length_bucket_s: clips shorter than a chunk are zero-padded to a multiple of this
+                and the padding masked (exactly as if unpadded), so a dataset of varied clip
+                lengths compiles a handful of shapes instead of one per clip.
         """
         from gesture_jax.audio.wavlm.model import jitted_hidden_state
 
@@ -83,6 +87,7 @@ class WavLMExtractor:
         else:
             self.chunk_frames, self.overlap_frames = None, 0
         self.batch_chunks = max(1, int(batch_chunks))
+        self.bucket_frames = max(1, int(round(length_bucket_s * self.native_fps)))
         self.progress = progress
         self.group_mode = cfg.feat_extract_norm == "group"
         self._first_kernel = np.asarray(model.feature_extractor.conv_layers[0].kernel[...])  # [K, 1, C]
@@ -145,9 +150,14 @@ class WavLMExtractor:
         chunk = total if self.chunk_frames is None else min(total, self.chunk_frames)
         starts = plan_chunks(total, chunk, self.overlap_frames)
         chunk_samples = (chunk - 1) * self.hop + self.receptive_field
-        if len(starts) == 1:
-            waves = wave[None, :]  # the whole file at once (exact length)
-            return self._run(waves, mean, var)[0, :total].astype(np.float32)
+        if len(starts) == 1:  # the whole file at once, padded to a bucket length and masked
+            frames = -(-total // self.bucket_frames) * self.bucket_frames
+            if self.chunk_frames is not None:
+                frames = max(total, min(frames, self.chunk_frames))
+            n = (frames - 1) * self.hop + self.receptive_field
+            waves = np.zeros((1, n), np.float32)
+            waves[0, :min(n, wave.shape[0])] = wave[:n]
+            return self._run(waves, mean, var, valid=total)[0, :total].astype(np.float32)
         weights = blend_weights(starts, chunk, total, margin=self.overlap_frames // 4)
         acc = np.zeros((total, self.dim), np.float64)
         norm = np.zeros(total, np.float64)
@@ -161,7 +171,7 @@ class WavLMExtractor:
         for group in it:
             padded = group + [group[-1]] * (self.batch_chunks - len(group))  # one compiled shape
             waves = np.stack([wave[a * self.hop: a * self.hop + chunk_samples] for a in padded])
-            out = self._run(waves, mean, var).astype(np.float64)
+            out = self._run(waves, mean, var, valid=chunk).astype(np.float64)
             for j, a in enumerate(group):
                 w = weights[done + j]
                 acc[a:a + chunk] += out[j] * w[:, None]
@@ -169,8 +179,9 @@ class WavLMExtractor:
             done += len(group)
         return (acc / norm[:, None]).astype(np.float32)
 
-    def _run(self, waves: np.ndarray, mean: np.ndarray | None, var: np.ndarray | None) -> np.ndarray:
-        """Hidden state `layer` of a batch of equal-length chunks [B, samples] -> [B, frames, dim]."""
+    def _run(self, waves: np.ndarray, mean: np.ndarray | None, var: np.ndarray | None, valid: int) -> np.ndarray:
+        """Hidden state `layer` of equal-length chunks [B, samples] -> [B, frames, dim]; frames
+        from `valid` on are padding (masked)."""
         import jax.numpy as jnp
 
         stats = None
@@ -178,7 +189,8 @@ class WavLMExtractor:
             b = waves.shape[0]
             stats = (jnp.broadcast_to(jnp.asarray(mean)[None], (b, mean.shape[0])),
                      jnp.broadcast_to(jnp.asarray(var)[None], (b, var.shape[0])))
-        return np.asarray(self._encode(waves, stats))
+        num_valid = np.full((waves.shape[0],), valid, np.int32)
+        return np.asarray(self._encode(waves, stats, num_valid))
 
     def __call__(self, wave: np.ndarray) -> np.ndarray:
         """float32 [floor(S*fps/16000), dim]: frame k <-> time k/fps."""

@@ -233,7 +233,8 @@ class Attention(nnx.Module):
         idx = jnp.arange(length)[None, :] - jnp.arange(length)[:, None] + (length - 1)  # key - query
         return jnp.transpose(per_offset[idx], (2, 0, 1))
 
-    def __call__(self, x: Array, position_bias: Array | None) -> tuple[Array, Array]:
+    def __call__(self, x: Array, position_bias: Array | None, key_mask: Array | None = None) -> tuple[Array, Array]:
+        """x [B, T, C]; key_mask [B, T] bool (False = padding, never attended to) or None."""
         b, t, c = x.shape
         h, d = self.num_heads, self.head_dim
         if position_bias is None:
@@ -249,6 +250,8 @@ class Attention(nnx.Module):
         k = self.k_proj(x).reshape(b, t, h, d)
         v = self.v_proj(x).reshape(b, t, h, d)
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) + gate[..., None] * position_bias[None]
+        if key_mask is not None:
+            scores = jnp.where(key_mask[:, None, None, :], scores, -jnp.inf)
         weights = jax.nn.softmax(scores, axis=-1)
         out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, t, c)
         return self.out_proj(out), position_bias
@@ -274,13 +277,13 @@ class EncoderLayer(nnx.Module):
         self.final_layer_norm = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps)
         self.stable = cfg.do_stable_layer_norm
 
-    def __call__(self, x: Array, position_bias: Array | None) -> tuple[Array, Array]:
+    def __call__(self, x: Array, position_bias: Array | None, key_mask: Array | None = None) -> tuple[Array, Array]:
         if self.stable:
-            a, position_bias = self.attention(self.layer_norm(x), position_bias)
+            a, position_bias = self.attention(self.layer_norm(x), position_bias, key_mask)
             x = x + a
             x = x + self.feed_forward(self.final_layer_norm(x))
         else:
-            a, position_bias = self.attention(x, position_bias)
+            a, position_bias = self.attention(x, position_bias, key_mask)
             x = self.layer_norm(x + a)
             x = self.final_layer_norm(x + self.feed_forward(x))
         return x, position_bias
@@ -294,15 +297,23 @@ class Encoder(nnx.Module):
                                 for i in range(cfg.num_hidden_layers)])
         self.stable = cfg.do_stable_layer_norm
 
-    def __call__(self, x: Array, num_layers: int) -> tuple[Array, list[Array]]:
-        """Run the first `num_layers` layers; returns (last hidden state, hidden states 0..num_layers)."""
+    def __call__(self, x: Array, num_layers: int, mask: Array | None = None) -> tuple[Array, list[Array]]:
+        """Run the first `num_layers` layers; returns (last hidden state, hidden states 0..num_layers).
+
+        mask [B, T] bool marks valid frames of right-padded inputs: padded frames are
+        zeroed before the positional conv (so valid frames see the zero padding an
+        unpadded input gets) and never attended to, as transformers does with an
+        attention_mask; valid frames then equal those of the unpadded input.
+        """
+        if mask is not None:
+            x = jnp.where(mask[..., None], x, 0.0)
         x = x + self.pos_conv_embed(x)
         if not self.stable:
             x = self.layer_norm(x)
         hidden = [x]
         position_bias = None
         for layer in self.layers[:num_layers]:
-            x, position_bias = layer(x, position_bias)
+            x, position_bias = layer(x, position_bias, mask)
             hidden.append(x)
         last = self.layer_norm(x) if self.stable and num_layers == len(self.layers) else x
         return last, hidden
@@ -324,7 +335,7 @@ class WavLM(nnx.Module):
         self.encoder = Encoder(cfg, rngs)
 
     def __call__(self, wave: Array, *, output_hidden_states: bool = False, num_layers: int | None = None,
-                 group_stats: tuple[Array, Array] | None = None) -> WavLMOutput:
+                 group_stats: tuple[Array, Array] | None = None, num_valid_frames: Array | None = None) -> WavLMOutput:
         """Encode a batch of waveforms.
 
         Args:
@@ -335,6 +346,10 @@ class WavLM(nnx.Module):
                 than all layers, `last_hidden_state` is `hidden_states[num_layers]`.
             group_stats: whole-file (mean, var) [B, conv_dim[0]] for the first conv's
                 GroupNorm (group mode only), so chunks of a long file match the whole file.
+            num_valid_frames: [B] int, for right-padded waveforms: encoder frames computed from
+                real samples. Frames beyond are masked (see `Encoder`), so one compiled shape
+                serves clips of many lengths. In group mode pass `group_stats` too (the
+                GroupNorm would otherwise average over the padding).
         """
         n = self.config.num_hidden_layers if num_layers is None else int(num_layers)
         if not 0 <= n <= self.config.num_hidden_layers:
@@ -344,7 +359,10 @@ class WavLM(nnx.Module):
                              f"({self.config.receptive_field} samples)")
         feats = self.feature_extractor(wave, group_stats)
         hidden, normed = self.feature_projection(feats)
-        last, states = self.encoder(hidden, n)
+        mask = None
+        if num_valid_frames is not None:
+            mask = jnp.arange(hidden.shape[1])[None, :] < jnp.asarray(num_valid_frames)[:, None]
+        last, states = self.encoder(hidden, n, mask)
         return WavLMOutput(last, normed, tuple(states) if output_hidden_states else None)
 
 
@@ -371,17 +389,19 @@ def jitted_forward(model: WavLM, *, output_hidden_states: bool = False, num_laye
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "layer"))
-def _hidden_state(graphdef, state, wave, group_stats, *, layer):
-    out = nnx.merge(graphdef, state)(wave, output_hidden_states=True, num_layers=layer, group_stats=group_stats)
+def _hidden_state(graphdef, state, wave, group_stats, num_valid_frames, *, layer):
+    out = nnx.merge(graphdef, state)(wave, output_hidden_states=True, num_layers=layer, group_stats=group_stats,
+                                     num_valid_frames=num_valid_frames)
     return out.hidden_states[layer]
 
 
 def jitted_hidden_state(model: WavLM, layer: int):
-    """`(wave [B, S], group_stats | None) -> hidden_states[layer] [B, T, hidden]`, running only
-    `layer` transformer layers; jitted like `jitted_forward`."""
+    """`(wave [B, S], group_stats=None, num_valid_frames=None) -> hidden_states[layer] [B, T, hidden]`,
+    running only `layer` transformer layers; jitted like `jitted_forward`."""
     graphdef, state = nnx.split(model)
 
-    def run(wave, group_stats=None):
-        return _hidden_state(graphdef, state, jnp.asarray(wave, jnp.float32), group_stats, layer=int(layer))
+    def run(wave, group_stats=None, num_valid_frames=None):
+        return _hidden_state(graphdef, state, jnp.asarray(wave, jnp.float32), group_stats, num_valid_frames,
+                             layer=int(layer))
 
     return run
