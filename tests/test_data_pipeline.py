@@ -192,6 +192,13 @@ def test_audio_feature_mismatch_and_bad_manifest(tmp_path):
         pipeline.dataset_info(_cfg(tmp_path / "nowhere"))
 
 
+def test_motion_pipeline_of_another_preparation_is_a_clear_error(tmp_path):
+    cfg = make_prepared(tmp_path / "d")
+    (tmp_path / "d" / "motion_pipeline" / "pipeline.json").write_text(json.dumps({"feature_dim": F + 1}))
+    with pytest.raises(manifest_lib.ManifestError, match="another preparation"):
+        pipeline.dataset_info(cfg)
+
+
 def test_empty_split_is_a_clear_error(tmp_path):
     cfg = make_prepared(tmp_path / "d", n_test=0)
     with pytest.raises(manifest_lib.ManifestError, match="split 'test' is empty"):

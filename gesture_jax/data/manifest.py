@@ -138,8 +138,17 @@ def load_manifest(data_out: str | Path, cfg: ml_collections.ConfigDict,
     m = read_manifest(data_out)
     path = Path(data_out) / MANIFEST_NAME
     validate_against_config(m, cfg, path)
-    if not (Path(data_out) / m["motion"]["pipeline"]).is_dir():
-        raise ManifestError(f"{Path(data_out) / m['motion']['pipeline']}: motion pipeline folder is missing")
+    pipe_dir = Path(data_out) / m["motion"]["pipeline"]
+    if not pipe_dir.is_dir():
+        raise ManifestError(f"{pipe_dir}: motion pipeline folder is missing; re-run data_prep.prepare")
+    pipe_json = pipe_dir / "pipeline.json"  # MotionPipeline.save's description (gesture_jax.motion)
+    try:
+        pipe_dim = json.loads(pipe_json.read_text()).get("feature_dim") if pipe_json.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{pipe_json}: not valid JSON ({e}); re-run data_prep.prepare") from e
+    if pipe_dim is not None and pipe_dim != m["motion"]["feature_dim"]:
+        raise ManifestError(f"{pipe_json}: feature_dim {pipe_dim} but {path} says {m['motion']['feature_dim']}: "
+                            f"the motion pipeline belongs to another preparation")
     for split in splits:
         check_split(data_out, m, split)
     return m
