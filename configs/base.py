@@ -118,6 +118,7 @@ def get_base_config() -> ml_collections.ConfigDict:
         (r".*", "replicate"),                             # biases, norms, scalars
     ]
     c.mesh.min_shard_size = 2 ** 14   # smaller arrays are replicated
+    c.mesh.gather_fsdp = True         # gather fsdp-split weights for compute (ZeRO-3); see training/step.py
 
     # ---- sampling --------------------------------------------------------------------------
     c.sample = ml_collections.ConfigDict()
@@ -127,6 +128,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.sample.guidance = 1.0
     c.sample.overlap_s = 2.0          # long audio: overlap between consecutive windows
     c.sample.batch_windows = 8
+    c.sample.clip_x0 = 20.0           # bound on |x0| estimates (standardized units) in every sampler; 0 = off
 
     # ---- evaluation ------------------------------------------------------------------------
     c.eval = ml_collections.ConfigDict()

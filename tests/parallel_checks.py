@@ -27,7 +27,9 @@ def _train(cfg, spec: str, batches, devices=None, steps_from_state=None):
     rules = shd.rules_from_config(cfg.mesh)
     state, shardings, parts, tx, schedule = state_lib.create_train_state(
         tf.tiny_model_fn(cfg), cfg.train, int(cfg.seed), mesh, rules, int(cfg.mesh.min_shard_size))
-    loss_fn = step_lib.diffusion_loss_fn(cfg.diffusion, cfg.train, parts, mesh)
+    loss_fn = step_lib.diffusion_loss_fn(
+        cfg.diffusion, cfg.train, parts, mesh,
+        step_lib.compute_shardings(shardings.params, bool(cfg.mesh.gather_fsdp)))
     step = step_lib.jit_train_step(step_lib.make_train_step(loss_fn, tx, schedule, cfg.train, mesh),
                                    shardings, mesh, {"motion": 3, "audio": 3})
     losses, gnorms = [], []
@@ -93,12 +95,47 @@ def lockstep(out: str, steps: int = 3) -> dict:
             "devices": jax.device_count(), "losses": losses}
 
 
+def reshard_restore(workdir: str) -> dict:
+    """Save on one mesh, restore onto others: every array equal, new layout applied."""
+    import jax
+    import numpy as np
+    import training_fixtures as tf
+    from gesture_jax.parallel import mesh as mesh_lib, sharding as shd
+    from gesture_jax.training import checkpoint as ckpt_lib, state as state_lib
+
+    cfg = tf.tiny_config()
+    rules, min_size = shd.rules_from_config(cfg.mesh), int(cfg.mesh.min_shard_size)
+    model_fn = tf.tiny_model_fn(cfg)
+    mesh = mesh_lib.make_mesh("fsdp:4,tensor:2")
+    state, *_ = state_lib.create_train_state(model_fn, cfg.train, 0, mesh, rules, min_size)
+    # Make every leaf distinctive (Adam moments are zero after init).
+    state = jax.tree_util.tree_map(
+        lambda x: x + 0.5 if np.issubdtype(x.dtype, np.floating) else x, state)
+    ck = ckpt_lib.Checkpointer(workdir, keep=2)
+    ck.save(state, {"position": 7})
+    ck.wait()
+    want = [np.asarray(x) for x in jax.tree_util.tree_leaves(state)]
+    out = {}
+    for spec, devs in (("data:2,fsdp:2,tensor:2", None), ("fsdp:8", None), ("data:1", jax.devices()[:1])):
+        m2 = mesh_lib.make_mesh(spec, devs)
+        abstract, shardings, *_ = state_lib.abstract_train_state(model_fn, cfg.train, 0, m2, rules, min_size)
+        restored, data = ck.restore(abstract)
+        got = jax.tree_util.tree_leaves(restored)
+        equal = all(np.array_equal(np.asarray(g), w) for g, w in zip(got, want)) and len(got) == len(want)
+        layout = all(g.sharding == s for g, s in zip(got, jax.tree_util.tree_leaves(shardings)))
+        out[spec] = {"equal": equal, "layout": layout, "data": data, "step": int(restored.step)}
+    ck.close()
+    return out
+
+
 if __name__ == "__main__":
     name, args = sys.argv[1], sys.argv[2:]
     if name == "sharded_equality":
         res = sharded_equality(args)
     elif name == "sharded_equality_accum":
         res = sharded_equality(args, accum=2)
+    elif name == "reshard_restore":
+        res = reshard_restore(args[0])
     elif name == "lockstep":
         res = lockstep(args[0])
     else:

@@ -174,5 +174,20 @@ def constrain_batch(x: jax.Array, mesh: Mesh | None) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, batch_sharding(mesh, x.ndim))
 
 
+def without_axis(shardings: Any, axis: str) -> Any:
+    """The same shardings with ``axis`` removed from every spec (that dimension is gathered)."""
+    def drop(sh: NamedSharding) -> NamedSharding:
+        spec = []
+        for entry in sh.spec:
+            if entry == axis:
+                entry = None
+            elif isinstance(entry, tuple):
+                rest = tuple(a for a in entry if a != axis)
+                entry = rest[0] if len(rest) == 1 else (rest or None)
+            spec.append(entry)
+        return NamedSharding(sh.mesh, P(*spec))
+    return jax.tree_util.tree_map(drop, shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())

@@ -196,7 +196,9 @@ def run_training(cfg: ml_collections.ConfigDict, workdir: str | Path, *, model_f
     start = int(jax.device_get(state.step))
     write_model_info(workdir, state, mesh, model_info or {})
 
-    loss_fn = step_lib.diffusion_loss_fn(cfg.diffusion, tc, parts, mesh)
+    loss_fn = step_lib.diffusion_loss_fn(
+        cfg.diffusion, tc, parts, mesh,
+        step_lib.compute_shardings(shardings.params, bool(cfg.mesh.get("gather_fsdp", True))))
     train_it = train_iter_fn(local_bs, int(cfg.seed))
     if data_state is not None:
         train_it.set_state(data_state)

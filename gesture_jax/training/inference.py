@@ -1,0 +1,110 @@
+"""Load a trained run for generation: ``load_for_inference(workdir)`` (CONTRACTS.md).
+
+Everything comes from the workdir alone - ``config.json``, ``model_info.json``,
+``data/manifest.json``, ``data/motion_pipeline/`` and ``checkpoints/`` - so a run can be
+copied elsewhere and sampled without the dataset. Only the weights (EMA when the run kept
+it, unless ``use_ema=False``) and the BatchNorm statistics are read; the optimizer state is
+not loaded.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+from flax import nnx
+from jax.sharding import SingleDeviceSharding
+
+from gesture_jax.training import checkpoint as ckpt_lib
+from gesture_jax.training import state as state_lib
+
+
+class RunError(FileNotFoundError):
+    """A workdir that is not a (complete) training run."""
+
+
+@dataclass
+class InferenceBundle:
+    config: ml_collections.ConfigDict
+    model: nnx.Module              # the denoiser with trained weights (call with deterministic=True)
+    pipeline: Any                  # gesture_jax.motion.pipeline.MotionPipeline, or None when absent
+    manifest: dict[str, Any]
+    step: int                      # checkpoint step loaded
+    used_ema: bool = False
+
+
+def _read_json(path: Path) -> Any:
+    if not path.exists():
+        raise RunError(f"{path} not found: {path.parent} is not a gesture_jax training run "
+                       f"(python -m gesture_jax.train writes it)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RunError(f"{path}: not valid JSON ({e})") from e
+
+
+def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
+    """The run's full config (config.json) as a ConfigDict."""
+    return ml_collections.ConfigDict(_read_json(Path(workdir) / "config.json"))
+
+
+def model_dims(workdir: Path, manifest: dict[str, Any]) -> tuple[int, int, int]:
+    """(motion_dim, audio_dim, seq_len) the model was built with."""
+    info_path = workdir / "model_info.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    F = int(info.get("motion_dim", manifest["motion"]["feature_dim"]))
+    A = int(info.get("audio_dim", manifest["audio"]["dim"]))
+    T = int(info.get("seq_len", manifest["window_frames"]))
+    return F, A, T
+
+
+def load_for_inference(workdir: str | Path, step: int | None = None, use_ema: bool = True,
+                       device: jax.Device | None = None) -> InferenceBundle:
+    """Rebuild the denoiser of ``workdir`` and load checkpoint ``step`` (default: latest)."""
+    from gesture_jax.models import build_denoiser
+
+    workdir = Path(workdir)
+    cfg = load_config(workdir)
+    manifest = _read_json(workdir / "data" / "manifest.json")
+    F, A, T = model_dims(workdir, manifest)
+    model_fn = lambda rngs: build_denoiser(cfg.model, F, A, T, rngs, fps=float(cfg.data.fps))
+
+    ckpt_dir = workdir / "checkpoints"
+    if not ckpt_dir.is_dir():
+        raise RunError(f"{ckpt_dir} not found: the run has no checkpoint yet")
+    ckpt = ckpt_lib.Checkpointer(ckpt_dir, async_save=False)
+    try:
+        step = ckpt.latest_step() if step is None else int(step)
+        if step is None:
+            raise RunError(f"{ckpt_dir} holds no complete checkpoint")
+        if step not in ckpt.all_steps():
+            raise RunError(f"{ckpt_dir} has no step {step} (have {ckpt.all_steps()})")
+        present = ckpt.item_names(step)
+        weights = "ema" if use_ema and "ema" in present else "params"
+
+        sharding = SingleDeviceSharding(device or jax.devices()[0])
+        abstract = state_lib.abstract_model(model_fn, int(cfg.get("seed", 0)))
+        graphdef, params_abs, _, ms_abs = state_lib.split_model(abstract)
+        place = lambda tree: jax.tree_util.tree_map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), tree)
+        targets: dict[str, Any] = {weights: place(params_abs)}
+        if jax.tree_util.tree_leaves(ms_abs):
+            targets["model_state"] = place(ms_abs)
+        restored = ckpt.restore_items(targets, step)
+    finally:
+        ckpt.close()
+
+    # RNG-stream template (tiny; XLA drops the unused parameter initializers).
+    rng_state = jax.jit(lambda: state_lib.split_model(model_fn(nnx.Rngs(0)))[2])()
+    model = nnx.merge(graphdef, restored[weights], rng_state, restored.get("model_state", ms_abs))
+
+    pipeline = None
+    pipe_dir = workdir / "data" / "motion_pipeline"
+    if pipe_dir.is_dir() and any(pipe_dir.iterdir()):
+        from gesture_jax.motion.pipeline import MotionPipeline
+        pipeline = MotionPipeline.load(pipe_dir)
+    return InferenceBundle(config=cfg, model=model, pipeline=pipeline, manifest=manifest, step=step,
+                           used_ema=weights == "ema")

@@ -1,0 +1,70 @@
+"""Checkpoints: a SIGKILLed run resumes exactly; a checkpoint loads onto another mesh shape."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import training_fixtures as tf  # noqa: E402
+from test_parallel_step import run_check  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "tests" / "tiny_train_config.py"
+
+
+def _cmd(data: Path, workdir: Path, steps: int, every: int) -> list[str]:
+    return [sys.executable, "-m", "gesture_jax.train", f"--config={CONFIG}:{data}", f"--workdir={workdir}",
+            f"--config.train.num_steps={steps}", f"--config.train.checkpoint_every={every}",
+            "--config.train.log_every=1"]
+
+
+def _losses(workdir: Path) -> dict[int, float]:
+    rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+def _env():
+    return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+
+
+def test_sigkill_then_same_command_continues_the_same_loss_curve(tmp_path):
+    data = tmp_path / "data"
+    tf.make_prepared(data)
+    steps, every = 40, 4
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    ref = subprocess.Popen(_cmd(data, ref_dir, steps, every), cwd=REPO, env=_env(),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    victim = subprocess.Popen(_cmd(data, run_dir, steps, every), cwd=REPO, env=_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not (run_dir / "checkpoints" / str(every)).is_dir():  # a finished (renamed) checkpoint
+        assert victim.poll() is None, "the run ended before its first checkpoint"
+        assert time.time() < deadline, "no checkpoint within 10 minutes"
+        time.sleep(0.05)
+    assert victim.poll() is None, "the run finished before it could be killed"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed_at = max(_losses(run_dir), default=0)
+    assert killed_at < steps, "the run finished before it could be killed"
+
+    resumed = subprocess.run(_cmd(data, run_dir, steps, every), cwd=REPO, env=_env(),
+                             capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert ref.wait(timeout=900) == 0, ref.stderr.read()[-3000:]
+    want, got = _losses(ref_dir), _losses(run_dir)
+    assert sorted(want) == sorted(got) == list(range(1, steps + 1))
+    assert [got[s] for s in sorted(got)] == [want[s] for s in sorted(want)], (
+        f"killed after step {killed_at}; curves differ: "
+        f"{[(s, want[s], got[s]) for s in sorted(want) if want[s] != got[s]][:5]}")
+
+
+def test_checkpoint_restores_onto_other_mesh_shapes(tmp_path):
+    res = run_check("reshard_restore", str(tmp_path / "ck"))
+    for spec, r in res.items():
+        assert r["equal"] and r["layout"], f"{spec}: {r}"
+        assert r["data"] == {"position": 7}, f"{spec}: data iterator state not restored: {r}"
