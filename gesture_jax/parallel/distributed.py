@@ -5,8 +5,9 @@ when a multi-process run is requested, explicitly or by the environment:
 
 * explicit: ``GESTURE_JAX_COORDINATOR=host:port GESTURE_JAX_NUM_PROCESSES=N
   GESTURE_JAX_PROCESS_ID=i`` (what the local two-process test and plain ``ssh`` launches use);
-* SLURM with more than one task, or a multi-host TPU slice: ``jax.distributed.initialize()``
-  discovers coordinator and ranks itself.
+* SLURM with more than one task, a multi-host TPU slice, or ``GESTURE_JAX_DISTRIBUTED=1``
+  (any cluster jax can discover: TPU pods, SLURM, Open MPI): ``jax.distributed.initialize()``
+  finds coordinator and ranks itself.
 
 On CPU the cross-process collectives need gloo (JAX's default CPU backend has none), so it
 is switched on before initialization.
@@ -29,7 +30,7 @@ def _env_int(name: str) -> int | None:
 
 def requested_multiprocess() -> bool:
     """True when the environment asks for more than one JAX process."""
-    if os.environ.get("GESTURE_JAX_COORDINATOR"):
+    if os.environ.get("GESTURE_JAX_COORDINATOR") or os.environ.get("GESTURE_JAX_DISTRIBUTED") == "1":
         return True
     if (_env_int("SLURM_NTASKS") or 1) > 1 and "SLURM_JOB_ID" in os.environ:
         return True
