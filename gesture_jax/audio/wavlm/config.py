@@ -47,6 +47,9 @@ class WavLMConfig:
     normalize_waveform: bool = False
 
     def __post_init__(self) -> None:
+        # Tuples, never lists: the config is a static (hashed) part of the jitted model.
+        for name in ("conv_dim", "conv_kernel", "conv_stride"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         n = len(self.conv_dim)
         if len(self.conv_kernel) != n or len(self.conv_stride) != n:
             raise ValueError(f"conv_dim/conv_kernel/conv_stride lengths differ: {n}, "
