@@ -87,7 +87,7 @@ def _resolve(bundle, opts: SamplingOptions) -> dict[str, Any]:
     return dict(sampler=sampler, steps=steps, guidance=guidance,
                 eta=float(cfg.sample.eta if opts.eta is None else opts.eta), fps=fps, window=window,
                 overlap=overlap, batch_windows=int(opts.batch_windows or cfg.sample.batch_windows),
-                prediction=str(cfg.diffusion.prediction))
+                prediction=str(cfg.diffusion.prediction), clip_x0=float(cfg.sample.get("clip_x0", 20.0)))
 
 
 def audio_features(bundle, wave: np.ndarray, extractor=None) -> tuple[np.ndarray, int]:
@@ -117,8 +117,9 @@ def audio_features(bundle, wave: np.ndarray, extractor=None) -> tuple[np.ndarray
 
 def _check_extractor(bundle, extractor) -> None:
     man = bundle.manifest if isinstance(bundle.manifest, dict) else {}
-    want_name = man.get("audio_feature") or man.get("audio_feature_name")
-    want_dim = man.get("audio_dim")
+    audio = man.get("audio") if isinstance(man.get("audio"), dict) else {}
+    want_name = audio.get("feature", man.get("audio_feature"))
+    want_dim = audio.get("dim", man.get("audio_dim"))
     if want_name is not None and str(want_name) != str(extractor.name):
         raise GenerateError(f"the model was trained on {want_name!r} audio features but the config builds "
                             f"{extractor.name!r}")
@@ -200,7 +201,7 @@ def build_sampling_fn(bundle, plan, opts: SamplingOptions = SamplingOptions()):
                     return ou + w * (oc - ou)  # CFG in output space (linear, so = eps-space guidance)
                 return _chunked(chunk, (x_t, cond), bw)
 
-            window_x0 = samplers.model_x0_fn(net, ab, r["prediction"])
+            window_x0 = samplers.model_x0_fn(net, ab, r["prediction"], clip=r["clip_x0"] or None)
             k_init, k_loop = jax.random.split(key)
             x_T = jax.random.normal(k_init, (total_like.shape[0], motion_dim), jnp.float32)
             return samplers.sample_loop(long_audio.fused_x0_fn(window_x0, (idx, wts)), coeffs, x_T, k_loop)
@@ -214,6 +215,8 @@ def build_sampling_fn(bundle, plan, opts: SamplingOptions = SamplingOptions()):
     def fn(state, audio_w, key):
         return jitted(state, audio_w, key, idx, wts, total_like)
 
+    fn.lower = lambda state, audio_w, key: jitted.lower(state, audio_w, key, idx, wts, total_like)  # AOT
+    fn.layout_args = (idx, wts, total_like)  # what a compiled `fn.lower(...).compile()` also takes
     return fn, state, r, coeffs
 
 

@@ -144,3 +144,23 @@ def test_grid_has_exactly_the_requested_distinct_steps():
         for spacing in ("linear", "quadratic", "logsnr"):
             ts = S.timestep_grid(T, n, spacing, AB if T == 1000 else S.betas_to_alphas_cumprod(BETAS[:: 10]))
             assert len(ts) == n and ts[0] == T - 1 and ts[-1] == 0 and np.all(np.diff(ts) < 0), (T, n, spacing)
+
+
+def test_x0_clipping_bounds_every_sampler_with_an_imperfect_model():
+    """A deliberately poor eps model (half the exact one): clipped x0 keeps every output in the bound."""
+    def eps_poor(x, t):
+        return 0.5 * exact_eps(x, t)
+
+    for sampler, steps in (("ddpm", T), ("ddim", 50), ("dpm-solver++", 20)):
+        f = S.model_x0_fn(eps_poor, AB, "eps", clip=3.0)
+        co = S.sampler_coefficients(AB, sampler, steps)
+        out = np.asarray(jax.jit(lambda k: S.sample_loop(f, co, jax.random.normal(k, (64, 4)), k))(jax.random.key(0)))
+        assert np.isfinite(out).all() and np.abs(out).max() <= 3.0 + 1e-4, sampler
+
+
+def test_clipping_does_not_change_an_exact_model():
+    co = S.sampler_coefficients(AB, "dpm-solver++", 20)
+    x = jax.random.normal(jax.random.key(0), (8, 4))
+    a = S.sample_loop(S.model_x0_fn(exact_eps, AB, "eps"), co, x, jax.random.key(1))
+    b = S.sample_loop(S.model_x0_fn(exact_eps, AB, "eps", clip=20.0), co, x, jax.random.key(1))
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-3)

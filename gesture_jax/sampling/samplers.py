@@ -209,10 +209,18 @@ def sample(x0_fn: X0Fn, alphas_cumprod: np.ndarray, shape: tuple[int, ...], key:
 
 
 def model_x0_fn(out_fn: Callable[[jax.Array, jax.Array], jax.Array], alphas_cumprod: np.ndarray,
-                prediction: str) -> X0Fn:
+                prediction: str, clip: float | None = None) -> X0Fn:
     """Turns a network output (eps, x0 or v prediction) into the clean-data estimate.
 
     out_fn(x_t [B,...], t int32 scalar) -> network output [B,...].
+    clip: bound |x0| (standardized units); None/0 = off. Why: with the reference schedule
+    alpha_bar_{T-1} ~ 5e-13, so an eps error d at the noisiest steps becomes an x0 error of
+    d / sqrt(alpha_bar) ~ 1e6 d. Exact arithmetic cancels it, but a model that has not
+    learned eps = x_t there exactly (any short run) feeds it back: measured on a 400-step demo
+    model, DDPM, DDIM and DPM-Solver++ all ended at std ~1e5. With x0 clipped every update
+    contracts in x (DDPM a < 1, DDIM sqrt((1-ab')/(1-ab)) <= 1, DPM-Solver++ sigma'/sigma < 1),
+    and the clipped part is multiplied by ~sqrt(alpha_bar) ~ 1e-6 there, so a bound well
+    above the data's range changes nothing for a well-trained model.
     """
     ab = jnp.asarray(np.asarray(alphas_cumprod, np.float64), jnp.float32)
     if prediction not in ("eps", "x0", "v"):
@@ -223,10 +231,12 @@ def model_x0_fn(out_fn: Callable[[jax.Array, jax.Array], jax.Array], alphas_cump
         a = jnp.sqrt(ab[t]).astype(x_t.dtype)
         sg = jnp.sqrt(1.0 - ab[t]).astype(x_t.dtype)
         if prediction == "eps":
-            return (x_t - sg * out) / a
-        if prediction == "x0":
-            return out
-        return a * x_t - sg * out  # v = a * eps - sg * x0
+            x0 = (x_t - sg * out) / a
+        elif prediction == "x0":
+            x0 = out
+        else:
+            x0 = a * x_t - sg * out  # v = a * eps - sg * x0
+        return jnp.clip(x0, -clip, clip) if clip else x0
 
     return x0_fn
 
