@@ -12,7 +12,8 @@ from gesture_jax.models import build_denoiser
 from gesture_jax.models.attention import RelativeMultiHeadAttention, attention_mask, relative_shift
 from gesture_jax.models.conformer import ConformerConvModule
 from gesture_jax.models.embeddings import diffwave_step_features
-from gesture_jax.models.fuzzy import FuzzyFeatureExtractor, resampled_frame_count
+import gesture_jax.models.fuzzy as fuzzy_module
+from gesture_jax.models.fuzzy import FuzzyFeatureExtractor, _conv, conv_plus_constant, resampled_frame_count
 
 F, A, T, B = 12, 16, 80, 2
 
@@ -110,14 +111,20 @@ def test_fuzzy_reference_geometry_and_demo_padding():
     assert small(jnp.ones((2, 80, 4)), deterministic=True).shape == (2, 80, 6)
 
 
-def test_fuzzy_style_shortcut_equals_conv_of_sum():
+def test_fuzzy_style_shortcut_equals_conv_of_sum_with_exact_gradients(monkeypatch):
     ext = FuzzyFeatureExtractor(4, 6, style_kernel=5, style_dilation=2, down_kernel=5, down_stride=2,
                                 audio_fps=20.0, fps=20.0, dropout=0.0, rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(3), (2, ext.input_frames(10), 4))
+    np.testing.assert_allclose(ext._style_conv(x), ext.style_conv(x), rtol=1e-5, atol=1e-5)  # einsum == lax conv
     style = ext.style_token(x)
-    direct = ext.down_conv(x + style)
-    shortcut = ext.down_conv(x) + style @ jnp.sum(ext.down_conv.kernel[...], 0)
-    np.testing.assert_allclose(direct, shortcut, rtol=1e-5, atol=1e-5)
+    w = ext.down_conv.kernel[...]
+    direct = lambda x, s, w: jnp.sum(jnp.sin(_conv(x + s, w, 2)))
+    short = lambda x, s, w: jnp.sum(jnp.sin(conv_plus_constant(x, s, w, 2)))
+    np.testing.assert_allclose(short(x, style, w), direct(x, style, w), rtol=1e-5)
+    for limit in (2 ** 27, 0):  # im2col and convolution forms of the weight gradient
+        monkeypatch.setattr(fuzzy_module, "_IM2COL_MAX_ELEMENTS", limit)
+        for g1, g2 in zip(jax.grad(short, argnums=(0, 1, 2))(x, style, w), jax.grad(direct, argnums=(0, 1, 2))(x, style, w)):
+            np.testing.assert_allclose(g1, g2, rtol=1e-4, atol=1e-5)
 
 
 def test_diffwave_features_match_reference_table():
