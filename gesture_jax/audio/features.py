@@ -161,7 +161,10 @@ class WavLMExtractor:
         weights = blend_weights(starts, chunk, total, margin=self.overlap_frames // 4)
         acc = np.zeros((total, self.dim), np.float32)  # float32: an hour of Base+ frames is 0.55 GB
         norm = np.zeros(total, np.float32)
-        batches = [starts[i:i + self.batch_chunks] for i in range(0, len(starts), self.batch_chunks)]
+        # Files of fewer chunks than batch_chunks run as one smaller batch (no wasted padding
+        # chunks; at most batch_chunks compiled shapes); the last batch is padded to size.
+        bsz = min(self.batch_chunks, len(starts))
+        batches = [starts[i:i + bsz] for i in range(0, len(starts), bsz)]
         it = batches
         if self.progress:
             from tqdm import tqdm
@@ -169,7 +172,7 @@ class WavLMExtractor:
             it = tqdm(batches, desc=f"WavLM layer {self.layer}", unit="batch", leave=False)
         done = 0
         for group in it:
-            padded = group + [group[-1]] * (self.batch_chunks - len(group))  # one compiled shape
+            padded = group + [group[-1]] * (bsz - len(group))
             waves = np.stack([wave[a * self.hop: a * self.hop + chunk_samples] for a in padded])
             out = self._run(waves, mean, var, valid=chunk)
             for j, a in enumerate(group):
