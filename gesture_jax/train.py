@@ -79,6 +79,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    # jax logs every backend it fails to find (libtpu, CUDA) at INFO through absl.
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     # Multi-process init must precede any use of a device.
     from gesture_jax.parallel import distributed
     distributed.initialize()

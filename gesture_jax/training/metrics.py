@@ -66,10 +66,10 @@ class Progress:
                         dynamic_ncols=True, smoothing=0.1)
 
     def update(self, n: int, **postfix: Any) -> None:
-        self.bar.update(n)
-        if postfix:
+        if postfix:  # before update(), which redraws the bar with it
             self.bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in postfix.items()},
                                  refresh=False)
+        self.bar.update(n)
 
     def write(self, msg: str) -> None:
         self.bar.write(msg)
