@@ -151,6 +151,14 @@ def _chunked(f, xs, size: int):
 
 # Compiled sampling loops, reused across calls with the same model, options and array shapes.
 _COMPILED: dict[tuple, Any] = {}
+# The progress bar of the sampling call in flight (the compiled loop's host callback ticks it).
+_ACTIVE_BAR: list[Any] = [None]
+
+
+def _tick(i) -> None:
+    bar = _ACTIVE_BAR[0]
+    if bar is not None:
+        bar.update(1)
 
 
 def build_sampling_fn(bundle, plan, opts: SamplingOptions = SamplingOptions()):
@@ -204,7 +212,8 @@ def build_sampling_fn(bundle, plan, opts: SamplingOptions = SamplingOptions()):
             window_x0 = samplers.model_x0_fn(net, ab, r["prediction"], clip=r["clip_x0"] or None)
             k_init, k_loop = jax.random.split(key)
             x_T = jax.random.normal(k_init, (total_like.shape[0], motion_dim), jnp.float32)
-            return samplers.sample_loop(long_audio.fused_x0_fn(window_x0, (idx, wts)), coeffs, x_T, k_loop)
+            return samplers.sample_loop(long_audio.fused_x0_fn(window_x0, (idx, wts)), coeffs, x_T, k_loop,
+                                        on_step=_tick)
 
         jitted = _COMPILED[key_] = jax.jit(run)
         if len(_COMPILED) > 16:
@@ -244,7 +253,14 @@ def sample_features(bundle, features: Sequence[np.ndarray], lengths: Sequence[in
         print(f"sampling {len(features)} file(s) x {K} sample(s): {plan.num_windows} windows of {r['window']} "
               f"frames, {r['sampler']} {coeffs.num_steps} steps"
               + (f", guidance {r['guidance']}" if r["guidance"] != 1.0 else ""), file=sys.stderr, flush=True)
-    out = np.asarray(jax.block_until_ready(fn(state, jnp.asarray(audio_w), jax.random.key(int(opts.seed)))))
+    from tqdm import tqdm
+
+    with tqdm(total=coeffs.num_steps, desc=f"{r['sampler']}", unit="step", disable=not progress) as bar:
+        _ACTIVE_BAR[0] = bar
+        try:
+            out = np.asarray(jax.block_until_ready(fn(state, jnp.asarray(audio_w), jax.random.key(int(opts.seed)))))
+        finally:
+            _ACTIVE_BAR[0] = None
     if progress:
         print(f"sampled in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     parts = plan.split(out)

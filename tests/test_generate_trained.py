@@ -1,10 +1,10 @@
 """Generation from a trained demo model: no seams on 70 s audio, fast samplers vs DDPM, the CLI.
 
 The module fixture runs the real pipeline on a small synthetic corpus (data_prep.synthetic ->
-data_prep.prepare -> gesture_jax.train, the demo config with fewer/shorter files, fewer
-steps, and the reference's 1000 diffusion steps so "1000-step DDPM" is literal). Set
-GESTURE_JAX_DEMO_RUN=runs/demo/run (a workdir from `make demo`) to run the same tests on the
-full demo model instead:
+data_prep.prepare -> gesture_jax.train: the demo config with fewer, shorter files and fewer
+training steps). The demo config has 100 diffusion steps, so "DDPM" below is ancestral
+sampling over all 100 (a T=1000 model gets 1000). Set GESTURE_JAX_DEMO_RUN=runs/demo/run (a
+workdir from `make demo`) to run the same tests on the full demo model instead:
 
     GESTURE_JAX_DEMO_RUN=runs/demo/run python -m pytest -q -m "slow or not slow" tests/test_generate_trained.py
 """
@@ -46,7 +46,7 @@ def demo_run(tmp_path_factory) -> dict:
     ov = [f"--config.data.root={src}", f"--config.data.out={data}"]
     _run(["-m", "data_prep.prepare", "--config=configs/demo.py", *ov, "--config.data.num_workers=1"])
     _run(["-m", "gesture_jax.train", "--config=configs/demo.py", *ov, f"--workdir={wd}",
-          f"--config.train.num_steps={FIXTURE_TRAIN_STEPS}", "--config.diffusion.num_steps=1000",
+          f"--config.train.num_steps={FIXTURE_TRAIN_STEPS}",
           f"--config.train.checkpoint_every={FIXTURE_TRAIN_STEPS}", "--config.train.eval_every=0"])
     return {"workdir": wd, "src": src}
 
@@ -136,7 +136,7 @@ def test_cli_rejects_short_audio_with_a_clear_message(demo_run, tmp_path, capsys
 
 @pytest.mark.slow
 def test_fast_samplers_match_ddpm_statistics(bundle, demo_run):
-    """DDIM-50 and DPM-Solver++-20 vs DDPM with every training step (1000 in the fixture):
+    """DDIM-50 and DPM-Solver++-20 vs DDPM with every training step (100 on the demo config):
     mean joint speed and beat consistency within 10%, averaged over 4 samples of 2 held-out clips."""
     from gesture_jax import generate as G
     from gesture_jax.audio.io import load_audio

@@ -168,12 +168,14 @@ def sampler_coefficients(alphas_cumprod: np.ndarray, sampler: str, steps: int, *
                                c=c.astype(np.float32), s=s.astype(np.float32))
 
 
-def sample_loop(x0_fn: X0Fn, coeffs: SamplerCoefficients, x_T: jax.Array, key: jax.Array) -> jax.Array:
+def sample_loop(x0_fn: X0Fn, coeffs: SamplerCoefficients, x_T: jax.Array, key: jax.Array,
+                on_step: Callable[[jax.Array], None] | None = None) -> jax.Array:
     """Runs the whole sampling loop as one `lax.scan`; traceable, so jit the caller.
 
     x_T: [B, ...] initial noise (N(0, I) for generation). Returns x0 [B, ...].
     The noise for step i is drawn from fold_in(key, i), so results do not depend on how the
-    caller batches or jits.
+    caller batches or jits. on_step(i) is called on the host after each step (progress bars)
+    through jax.debug.callback.
     """
     xs = (jnp.asarray(coeffs.ts), jnp.asarray(coeffs.a), jnp.asarray(coeffs.b), jnp.asarray(coeffs.c),
           jnp.asarray(coeffs.s), jnp.arange(coeffs.num_steps, dtype=jnp.int32))
@@ -187,6 +189,8 @@ def sample_loop(x0_fn: X0Fn, coeffs: SamplerCoefficients, x_T: jax.Array, key: j
         x_next = a * x + b * d
         if needs_noise:
             x_next = x_next + s * jax.random.normal(jax.random.fold_in(key, i), x.shape, x.dtype)
+        if on_step is not None:
+            jax.debug.callback(on_step, i)
         return (x_next, x0), None
 
     (x, _), _ = jax.lax.scan(step, (x_T, jnp.zeros_like(x_T)), xs)
