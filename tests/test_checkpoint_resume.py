@@ -68,3 +68,22 @@ def test_checkpoint_restores_onto_other_mesh_shapes(tmp_path):
     for spec, r in res.items():
         assert r["equal"] and r["layout"], f"{spec}: {r}"
         assert r["data"] == {"position": 7}, f"{spec}: data iterator state not restored: {r}"
+
+
+def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
+    data = tmp_path / "data"
+    tf.make_prepared(data)
+    run_dir = tmp_path / "run"
+    p = subprocess.Popen(_cmd(data, run_dir, 100_000, 1000), cwd=REPO, env=_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while not (run_dir / "metrics.jsonl").exists() or max(_losses(run_dir), default=0) < 3:
+        assert p.poll() is None, p.stderr.read()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.1)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-3000:]
+    assert "preempted" in out
+    saved = sorted(int(d.name) for d in (run_dir / "checkpoints").iterdir() if d.name.isdigit())
+    assert saved and saved[-1] >= 3 and saved[-1] == max(_losses(run_dir))
