@@ -124,7 +124,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.sample = ml_collections.ConfigDict()
     c.sample.sampler = "ddpm"         # "ddpm" (reference), "ddim", "dpm-solver++"
     c.sample.steps = 1000
-    c.sample.eta = 0.0
+    c.sample.eta = 1.0                # ddim / dpm-solver++ noise: 1 = stochastic (matches DDPM statistics), 0 = ODE
     c.sample.guidance = 1.0
     c.sample.overlap_s = 2.0          # long audio: overlap between consecutive windows
     c.sample.batch_windows = 8

@@ -153,7 +153,9 @@ def test_fast_samplers_match_ddpm_statistics(bundle, demo_run):
     T = int(bundle.config.diffusion.num_steps)
     stats = {}
     for name, steps in (("ddpm", T), ("ddim", 50), ("dpm-solver++", 20)):
-        bvhs = G.generate_motion(bundle, waves, sampler=name, steps=steps, seed=1, num_samples=4)
+        # eta = 1 (the configs' default): the deterministic eta = 0 variants move ~55% faster
+        # than DDPM on the 1500-step demo model (see the report in sampling/samplers.py).
+        bvhs = G.generate_motion(bundle, waves, sampler=name, steps=steps, eta=1.0, seed=1, num_samples=4)
         pos = [[_positions(b) for b in per] for per in bvhs]
         ms = mean_joint_speed(real, fps)
         speed = float(np.mean([mean_joint_speed([p], fps).mean() for per in pos for p in per]))

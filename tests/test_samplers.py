@@ -164,3 +164,19 @@ def test_clipping_does_not_change_an_exact_model():
     a = S.sample_loop(S.model_x0_fn(exact_eps, AB, "eps"), co, x, jax.random.key(1))
     b = S.sample_loop(S.model_x0_fn(exact_eps, AB, "eps", clip=20.0), co, x, jax.random.key(1))
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-3)
+
+
+def test_dpm_solver_pp_sde_variant():
+    """eta = 1: first-order part equals the DDPM posterior step; 20 steps reproduce the data."""
+    d = S.sampler_coefficients(AB, "ddpm", 20, spacing="linear")
+    p = S.sampler_coefficients(AB, "dpm-solver++", 20, eta=1.0, spacing="linear")
+    np.testing.assert_allclose(p.a, d.a, atol=1e-6)
+    np.testing.assert_allclose(p.b, d.b, atol=1e-6)
+    np.testing.assert_allclose(p.s, d.s, atol=1e-6)
+    assert p.c[0] == 0 and np.all(p.c[1:-1] > 0)
+    n = 4000
+    co = S.sampler_coefficients(AB, "dpm-solver++", 20, eta=1.0)
+    x = np.asarray(jax.jit(lambda k: S.sample_loop(exact_x0, co, jax.random.normal(k, (n, 4)),
+                                                   jax.random.fold_in(k, 1)))(jax.random.key(3)))
+    assert np.all(np.abs(x.mean(0) - np.asarray(MU)) < 5 * np.asarray(SD) / np.sqrt(n) + 1e-2)
+    np.testing.assert_allclose(x.std(0), SD, rtol=0.1)

@@ -14,6 +14,13 @@ schedule and the chosen time grid. They are computed once in float64 numpy
 numerically delicate terms (the last step to sigma = 0, where DPM-Solver's log-SNR step is
 infinite, becomes simply `x = x0`).
 
+Stochastic or deterministic: on the demo model (1500 training steps, held-out synthetic
+clips, 4 samples each) DDPM-100 gave mean joint speed 3.73 and beat consistency 0.610;
+DDIM-50 and DPM-Solver++-20 with eta = 1 gave 3.72 / 0.629 and 3.70 / 0.615, but with
+eta = 0 (the probability-flow ODE) 5.93 / 0.685 and 5.84 / 0.677: an imperfect model's
+errors are not averaged out by fresh noise and show up as jitter. configs/base.py therefore
+defaults to sample.eta = 1.
+
 The model enters only through `x0_fn(x_t, t) -> x0`, the clean-data estimate at integer
 training timestep `t`. `model_x0_fn` converts an eps / x0 / v network to that form;
 `guided_x0_fn` applies classifier-free guidance (guidance is linear in eps, and x0 is affine
@@ -118,7 +125,9 @@ def sampler_coefficients(alphas_cumprod: np.ndarray, sampler: str, steps: int, *
       steps < T the schedule is respaced (betas recomputed from the alpha_bar subset).
     ddim: eta = 0 deterministic; eta = 1 coincides with ddpm.
     dpm-solver++: 2M multistep, data prediction (Lu et al. 2022, Alg. 2), first-order on
-      the first step and on the final step to sigma = 0.
+      the first step and on the final step to sigma = 0. eta > 0 gives the 2M SDE variant
+      (noise sigma' sqrt(1 - e^{-2 eta h}) per step); its first-order step at eta = 1 is
+      exactly the DDPM posterior step, so eta = 1 is "DDPM with a second-order correction".
     """
     if sampler not in SAMPLERS:
         raise SamplerError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
@@ -151,15 +160,21 @@ def sampler_coefficients(alphas_cumprod: np.ndarray, sampler: str, steps: int, *
             a = np.sqrt(1.0 - beta) * (1.0 - ab_next) / (1.0 - ab)
             b = np.sqrt(ab_next) * beta / (1.0 - ab)
             s = np.sqrt(beta * (1.0 - ab_next) / (1.0 - ab))
-    else:  # dpm-solver++ 2M
+    else:  # dpm-solver++ 2M; eta > 0: the 2M SDE variant (k-diffusion's dpmpp_2m_sde, midpoint)
+        eta_eff = float(eta)
+        if eta_eff < 0:
+            raise SamplerError(f"eta must be >= 0, got {eta}")
         alpha, sigma = np.sqrt(ab), np.sqrt(1.0 - ab)
         alpha_n, sigma_n = np.sqrt(ab_next), np.sqrt(1.0 - ab_next)
         lam = np.log(alpha / sigma)
         with np.errstate(divide="ignore"):
             lam_n = np.where(ab_next < 1.0, np.log(alpha_n / np.maximum(sigma_n, 1e-300)), np.inf)
         h = lam_n - lam
-        a = sigma_n / sigma
-        b = -alpha_n * np.expm1(-h)  # = alpha_n (1 - e^-h); = 1 at the final step
+        final = ~np.isfinite(h)
+        eh = np.where(final, 0.0, eta_eff * np.where(final, 0.0, h))
+        a = np.where(final, 0.0, sigma_n / sigma * np.exp(-eh))
+        b = np.where(final, 1.0, -alpha_n * np.expm1(-h - eh))  # alpha_n (1 - e^-(1+eta)h); 1 at the end
+        s = np.where(final, 0.0, sigma_n * np.sqrt(np.maximum(-np.expm1(-2.0 * eh), 0.0)))
         for i in range(1, n):
             if np.isfinite(h[i]):
                 r = (lam[i] - lam[i - 1]) / h[i]
