@@ -346,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--sampler", choices=("ddpm", "ddim", "dpm-solver++"), default=None)
     ap.add_argument("--steps", type=int, default=None, help="model evaluations (default: ddpm all, ddim 50, "
                                                              "dpm-solver++ 20)")
-    ap.add_argument("--eta", type=float, default=None, help="ddim / dpm-solver++ noise: 1 = stochastic (config default), 0 = deterministic ODE")
+    ap.add_argument("--eta", type=float, default=None,
+                    help="ddim / dpm-solver++ noise: 1 = stochastic (config default), 0 = deterministic ODE")
     ap.add_argument("--guidance", type=float, default=None, help="classifier-free guidance weight (1 = none)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--num_samples", type=int, default=1)
