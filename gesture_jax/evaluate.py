@@ -190,11 +190,7 @@ def train_fgd_ae(cfg, workdir: str | None, out_flag: str | None, data_root: str 
 # ----------------------------------------------------------------------------- evaluation
 def resolved_sampling(generate_module, bundle, opts) -> dict[str, Any]:
     """The sampler settings generation will use (defaults filled in from the run), for metrics.json."""
-    resolve = getattr(generate_module, "resolve_options", None) or getattr(generate_module, "_resolve", None)
-    if resolve is None:  # record what was asked for; the run's config holds the rest
-        r = {"sampler": opts.sampler, "steps": opts.steps, "guidance": opts.guidance, "eta": opts.eta}
-    else:
-        r = resolve(bundle, opts)
+    r = generate_module.resolve_options(bundle, opts)
     out = {k: r[k] for k in ("sampler", "steps", "guidance", "eta", "overlap") if k in r}
     out["seed"] = int(opts.seed)
     return out

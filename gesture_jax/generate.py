@@ -55,7 +55,10 @@ class SamplingOptions:
     batch_windows: int | None = None
 
 
-def _resolve(bundle, opts: SamplingOptions) -> dict[str, Any]:
+def resolve_options(bundle, opts: SamplingOptions) -> dict[str, Any]:
+    """Fill unset options from the run's config and check them (errors before any audio work).
+
+    Public so evaluation can record exactly the settings generation used."""
     from gesture_jax.sampling.samplers import SAMPLERS
 
     cfg = bundle.config
@@ -178,7 +181,7 @@ def build_sampling_fn(bundle, plan, opts: SamplingOptions = SamplingOptions()):
     from gesture_jax.models.diffusion import make_schedule
     from gesture_jax.sampling import long_audio, samplers
 
-    r = _resolve(bundle, opts)
+    r = resolve_options(bundle, opts)
     cfg = bundle.config
     model = bundle.model
     ab = np.asarray(make_schedule(cfg.diffusion).alphas_cumprod, np.float64)
@@ -242,7 +245,7 @@ def sample_features(bundle, features: Sequence[np.ndarray], lengths: Sequence[in
 
     from gesture_jax.sampling import long_audio
 
-    r = _resolve(bundle, opts)
+    r = resolve_options(bundle, opts)
     K = int(opts.num_samples)
     feats = [f for f in features for _ in range(K)]  # timeline s = i * K + k
     plan = long_audio.plan_windows([f.shape[0] for f in feats], r["window"], r["overlap"])
@@ -363,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bundle = load_bundle(a.workdir, a.step)
         opts = SamplingOptions(sampler=a.sampler, steps=a.steps, eta=a.eta, guidance=a.guidance, seed=a.seed,
                                num_samples=a.num_samples, overlap_s=a.overlap_s)
-        _resolve(bundle, opts)  # option errors before any audio work
+        resolve_options(bundle, opts)  # option errors before any audio work
     except GenerateError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

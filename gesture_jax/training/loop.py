@@ -284,7 +284,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, stop_after: in
     workdir = Path(workdir).absolute()
     info = pipeline.dataset_info(cfg)
     F, A, T = int(info["motion_dim"]), int(info["audio_dim"]), int(info["window_frames"])
-    model_fn: ModelFn = lambda rngs: build_denoiser(cfg.model, F, A, T, rngs)
+    model_fn: ModelFn = lambda rngs: build_denoiser(cfg.model, F, A, T, rngs, fps=float(cfg.data.fps))
     copy_data_description(Path(cfg.data.out), workdir)
 
     def train_iter_fn(local_bs: int, seed: int):
