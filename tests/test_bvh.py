@@ -49,14 +49,20 @@ def test_small_layout_parses(tmp_path):
     assert b.fps == pytest.approx(30.0, rel=1e-6)
 
 
-def test_write_read_round_trip_small(tmp_path):
-    b = read_bvh(_write(tmp_path, SMALL))
+def _write_read(b, tmp_path):
+    """Write b, read it back, and check hierarchy, channels, offsets and frames to 1e-6."""
     write_bvh(tmp_path / "out.bvh", b)
     b2 = read_bvh(tmp_path / "out.bvh")
     assert b2.skeleton.names == b.skeleton.names and b2.skeleton.parents == b.skeleton.parents
     assert b2.skeleton.channels == b.skeleton.channels
     np.testing.assert_allclose(b2.skeleton.offsets, b.skeleton.offsets, atol=1e-6)
     np.testing.assert_allclose(b2.frames, b.frames, atol=1e-6)
+    return b2
+
+
+def test_write_read_round_trip_small(tmp_path):
+    b = read_bvh(_write(tmp_path, SMALL))
+    b2 = _write_read(b, tmp_path)
     assert b2.frame_time == pytest.approx(b.frame_time, rel=1e-12)
     for j, e in b.skeleton.end_sites.items():
         np.testing.assert_allclose(b2.skeleton.end_sites[j], e, atol=1e-6)
@@ -65,12 +71,7 @@ def test_write_read_round_trip_small(tmp_path):
 @pytest.mark.parametrize("rel", REAL)
 def test_real_files_round_trip(rel, tmp_path):
     b = read_bvh(shared_file(rel))
-    write_bvh(tmp_path / "out.bvh", b)
-    b2 = read_bvh(tmp_path / "out.bvh")
-    assert b2.skeleton.names == b.skeleton.names and b2.skeleton.parents == b.skeleton.parents
-    assert b2.skeleton.channels == b.skeleton.channels
-    np.testing.assert_allclose(b2.skeleton.offsets, b.skeleton.offsets, atol=1e-6)
-    np.testing.assert_allclose(b2.frames, b.frames, atol=1e-6)
+    b2 = _write_read(b, tmp_path)
     assert len(b2.skeleton.end_sites) == len(b.skeleton.end_sites)
 
 
