@@ -116,6 +116,22 @@ def load_split_motion(pipeline, root: Path, files: Sequence[dict], *, with_audio
     return clips, waves
 
 
+def _mismatched_pool(manifest: dict, manifest_path: Path, split: str, files: Sequence[dict], pipeline,
+                     root: Path) -> tuple[list[str], list[np.ndarray] | None]:
+    """Motion of other recordings for the mismatched baseline: training-split files picked by
+    baselines.pick_others (one per evaluated file, in order); None (the other files of this
+    split) when evaluating the training split itself or when it lists no files."""
+    from gesture_jax.eval import baselines
+
+    train = sorted(manifest.get("splits", {}).get("train", {}).get("files", []), key=lambda f: f["file_id"])
+    if split == "train" or not train:
+        n = len(files)
+        return [files[(i + 1) % n]["file_id"] for i in range(n)] if n > 1 else [files[0]["file_id"]], None
+    picked = [train[j] for j in baselines.pick_others(len(files), len(train))]
+    clips, _ = load_split_motion(pipeline, root, picked, with_audio=False)
+    return [f["file_id"] for f in picked], clips
+
+
 def fgd_ae_dir(flag: str | None, cfg, workdir: str | None) -> Path:
     """Where the FGD autoencoder lives (flag, cfg.eval.fgd_ae_dir, WORKDIR/fgd_ae if present, data.out/fgd_ae)."""
     if flag:
@@ -278,7 +294,8 @@ def evaluate_run(workdir: str, out: Path, *, split: str | None = None, eval_cfg=
     waves = [w[:int(round(n * 16000 / fps))] for w, n in zip(waves, lengths)]
     sets = {k: [c[:n] for c, n in zip(v, lengths)] for k, v in sets.items()}
     sets["ground_truth"] = real
-    sets["mismatched"] = baselines.mismatched(real)
+    mismatched_ids, pool = _mismatched_pool(manifest, manifest_path, split, files, pipeline, root)
+    sets["mismatched"] = baselines.mismatched(real, pool)
     sets["mean_pose"] = baselines.mean_pose(real, ae.mean_pose)
     sets["random_noise"] = baselines.random_noise(
         real, pipeline.feature_dim, lambda f: bvh_positions(pipeline.inverse(f)), seed=seed)
@@ -292,7 +309,7 @@ def evaluate_run(workdir: str, out: Path, *, split: str | None = None, eval_cfg=
     keys = ("fgd", "fgd_raw", "bc", "l1div", "jerk", "acceleration", "hellinger_speed")
     report = {
         "workdir": str(wd), "split": split, "checkpoint_step": ckpt_step, "sampling": sampling,
-        "files": ids, "frames": lengths, "fps": fps,
+        "files": ids, "frames": lengths, "fps": fps, "mismatched_from": mismatched_ids,
         "constants": constants.to_dict(),
         "fgd_autoencoder": {k: ae.meta.get(k) for k in ("dir", "window", "stride", "latent", "hidden", "steps",
                                                          "final_loss", "seed", "train_windows", "dataset")},

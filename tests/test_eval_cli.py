@@ -24,6 +24,13 @@ def test_mismatched_mean_pose_and_noise_baselines():
     assert [m.shape[0] for m in mm] == [30, 50, 40]
     np.testing.assert_array_equal(mm[0], real[1][:30])
     np.testing.assert_array_equal(baselines.mismatched(real[:1])[0], real[0][::-1])
+    pool = [rng.normal(size=(n, 4, 3)) for n in (20, 60, 45, 35, 70, 25)]
+    assert baselines.pick_others(3, 6) == [1, 3, 5] and baselines.pick_others(4, 2) == [0, 0, 1, 1]
+    from_pool = baselines.mismatched(real, pool)
+    np.testing.assert_array_equal(from_pool[1][:35], pool[3])  # 35 frames, played back and forth to 50
+    np.testing.assert_array_equal(from_pool[1], baselines.fit_length(pool[3], 50))
+    np.testing.assert_array_equal(from_pool[0], baselines.fit_length(pool[1], 30))
+    assert [m.shape[0] for m in from_pool] == [30, 50, 40]
     pose = rng.normal(size=(4, 3))
     mp = baselines.mean_pose(real, pose)
     assert all(np.all(m == pose) for m in mp)
@@ -89,7 +96,6 @@ def test_evaluate_model_path_with_random_weights_is_seed_deterministic(tmp_path)
     assert sorted(p.name for p in (tmp_path / "o1" / "motion").iterdir()) == [f + ".bvh" for f in r1["files"]]
 
 
-@pytest.mark.slow
 def test_evaluate_baselines_end_to_end_is_deterministic(tmp_path):
     """Synthetic corpus -> prepare -> FGD AE -> evaluate --baselines_only twice -> identical metrics.json."""
     from gesture_jax import evaluate
@@ -103,6 +109,8 @@ def test_evaluate_baselines_end_to_end_is_deterministic(tmp_path):
     assert (tmp_path / "out1" / "metrics.png").stat().st_size > 10_000
     r = reports[0]
     assert set(r["baselines"]) == {"ground_truth", "mismatched", "mean_pose", "random_noise"}
+    # mismatched motion comes from training recordings, so its FGD is not 0 by construction
+    assert all(f.startswith("demo_train_") for f in r["mismatched_from"]) and r["baselines"]["mismatched"]["fgd"] > 0
     for row in r["baselines"].values():
         assert {"fgd", "fgd_raw", "bc", "l1div", "jerk", "acceleration", "hellinger_speed"} <= set(row)
     gt, mp, rn = (r["baselines"][k] for k in ("ground_truth", "mean_pose", "random_noise"))

@@ -2,18 +2,25 @@
 
 - ground_truth:  the held-out motion itself (FGD 0 by construction; BC and kinematics of
                  natural motion with its own audio: the target).
-- mismatched:    natural motion paired with the wrong audio: file i gets the motion of file
-                 i+1 (cyclically), fitted to file i's length. Natural kinematics, no audio
-                 alignment: a model must beat this on BC to show it listens to the audio.
+- mismatched:    natural motion paired with the wrong audio: file i gets the motion of another
+                 recording, fitted to file i's length. By default (the evaluate CLI) the other
+                 recordings are training-split files, picked evenly over the sorted training list
+                 (`pick_others`); without a pool, file i+1 of the same split (cyclically).
+                 Natural kinematics, no audio alignment: a model must beat this on BC to show it
+                 listens to the audio, and on FGD to show its motion is as close to the held-out
+                 motion as other real recordings are.
 - mean_pose:     the training set's mean pose held still (no motion at all).
 - random_noise:  standard-normal motion features (the standardized space the model samples
                  in), turned into positions by the motion pipeline's inverse: valid skeletons,
                  no temporal structure.
 All are deterministic given their inputs and seed.
 
-Reading them: FGD compares distributions, so `mismatched` (the same windows, reassigned to
-other audio) has FGD ~0 by construction when files have equal lengths; it is the BC
-baseline. BC rewards many speed minima: `random_noise` has a minimum every few frames and
+Why other recordings and not the other held-out files: FGD compares distributions, so the
+held-out windows reassigned to other held-out audio are the same set of windows, FGD ~0 by
+construction (equal lengths), which no model can beat and which says nothing. Motion of
+other recordings of the same dataset measures the natural spread between recordings: a
+model below it generates motion closer to this audio's ground truth than real motion made
+for other speech. BC rewards many speed minima: `random_noise` has a minimum every few frames and
 scores a high BC (0.71 on the demo corpus, ground truth 0.81, mismatched 0.62), which its
 jerk (~150x ground truth) and speed-histogram distance expose. Read BC next to jerk.
 """
@@ -37,8 +44,23 @@ def fit_length(clip: np.ndarray, length: int) -> np.ndarray:
     return np.concatenate([period] * reps)[:length]
 
 
-def mismatched(real: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """File i gets file (i+1)'s motion fitted to file i's length; one file: its time reversal."""
+def pick_others(num_files: int, num_pool: int) -> list[int]:
+    """Indices into a sorted pool of other recordings for num_files files: evenly spread
+    (for BEAT-like sorted ids, across speakers), distinct while the pool is large enough."""
+    if num_pool <= 0:
+        return []
+    return [int((i + 0.5) * num_pool / num_files) % num_pool for i in range(num_files)]
+
+
+def mismatched(real: Sequence[np.ndarray], pool: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+    """Motion of other recordings fitted to each file's length.
+
+    pool given (clips of other recordings, e.g. the training split): file i gets
+    pool[pick_others(...)[i]]. No pool: file i gets file (i+1)'s motion; one file: its time reversal.
+    """
+    if pool:
+        idx = pick_others(len(real), len(pool))
+        return [fit_length(pool[j], c.shape[0]) for j, c in zip(idx, real)]
     n = len(real)
     if n == 1:
         return [np.ascontiguousarray(real[0][::-1])]
