@@ -135,6 +135,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     # (python -m gesture_jax.evaluate; every value below is written into metrics.json)
     c.eval.split = "test"             # held-out split evaluated
     c.eval.root_relative = True       # subtract the root's x,z per frame before every metric
+    c.eval.heading_free = True        # also remove the root's heading (yaw) per frame: generated headings drift
     c.eval.fgd_window = 34            # GENEA protocol: windows of n frames, stride n/2
     c.eval.fgd_stride = 0             # 0 = fgd_window // 2
     c.eval.fgd_eps = 1e-6             # covariance-diagonal offset when sqrtm is not finite (Yoon/GENEA)

@@ -88,19 +88,21 @@ def split_files(manifest: dict, split: str, manifest_path: Path) -> list[dict]:
     return files
 
 
-def canonical_positions(pipeline, bvh) -> np.ndarray:
+def canonical_positions(pipeline, bvh, heading_free: bool = False) -> np.ndarray:
     """Source BVH -> [N, J, 3] positions at the model fps through the pipeline's round trip.
 
     Starting at the origin facing +Z, exactly like generated motion (pipeline.inverse without
     a start), and with unselected joints at their mean rotation, exactly like generated motion.
+    heading_free: see kinematics.bvh_positions (cfg.eval.heading_free).
     """
     from gesture_jax.motion.kinematics import bvh_positions
 
-    return bvh_positions(pipeline.inverse(pipeline.transform(bvh)))
+    return bvh_positions(pipeline.inverse(pipeline.transform(bvh)), heading_free=heading_free)
 
 
 def load_split_motion(pipeline, root: Path, files: Sequence[dict], *, with_audio: bool,
-                      sample_rate: int = 16000) -> tuple[list[np.ndarray], list[np.ndarray]]:
+                      sample_rate: int = 16000, heading_free: bool = False
+                      ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Ground-truth positions (and 16 kHz waves) of the given manifest entries."""
     from gesture_jax.audio.io import load_audio
     from gesture_jax.motion.bvh import read_bvh
@@ -110,14 +112,14 @@ def load_split_motion(pipeline, root: Path, files: Sequence[dict], *, with_audio
         bvh_path, wav_path = root / f["bvh"], root / f["wav"]
         if not bvh_path.is_file():
             raise EvaluateError(f"{bvh_path} (file {f['file_id']}) does not exist; wrong --data_root?")
-        clips.append(canonical_positions(pipeline, read_bvh(bvh_path)).astype(np.float32))
+        clips.append(canonical_positions(pipeline, read_bvh(bvh_path), heading_free).astype(np.float32))
         if with_audio:
             waves.append(load_audio(wav_path, sr=sample_rate))
     return clips, waves
 
 
 def _mismatched_pool(manifest: dict, manifest_path: Path, split: str, files: Sequence[dict], pipeline,
-                     root: Path) -> tuple[list[str], list[np.ndarray] | None]:
+                     root: Path, heading_free: bool) -> tuple[list[str], list[np.ndarray] | None]:
     """Motion of other recordings for the mismatched baseline: training-split files picked by
     baselines.pick_others (one per evaluated file, in order); None (the other files of this
     split) when evaluating the training split itself or when it lists no files."""
@@ -128,7 +130,7 @@ def _mismatched_pool(manifest: dict, manifest_path: Path, split: str, files: Seq
         n = len(files)
         return [files[(i + 1) % n]["file_id"] for i in range(n)] if n > 1 else [files[0]["file_id"]], None
     picked = [train[j] for j in baselines.pick_others(len(files), len(train))]
-    clips, _ = load_split_motion(pipeline, root, picked, with_audio=False)
+    clips, _ = load_split_motion(pipeline, root, picked, with_audio=False, heading_free=heading_free)
     return [f["file_id"] for f in picked], clips
 
 
@@ -181,8 +183,9 @@ def train_fgd_ae(cfg, workdir: str | None, out_flag: str | None, data_root: str 
     files = split_files(manifest, "train", data_dir / "manifest.json")
     root = source_root(manifest, data_root, data_dir / "manifest.json")
     t0 = time.perf_counter()
-    clips, _ = load_split_motion(pipeline, root, files, with_audio=False)
     e = cfg.eval
+    heading_free = bool(e.get("heading_free", False))
+    clips, _ = load_split_motion(pipeline, root, files, with_audio=False, heading_free=heading_free)
     if e.root_relative:
         clips = [root_relative(c).astype(np.float32) for c in clips]
     fps = float(pipeline.fps)
@@ -195,7 +198,7 @@ def train_fgd_ae(cfg, workdir: str | None, out_flag: str | None, data_root: str 
         window=window, stride=stride, hidden=int(e.fgd_ae_hidden), latent=int(e.fgd_ae_latent),
         steps=int(e.fgd_ae_steps), batch_size=int(e.fgd_ae_batch), lr=float(e.fgd_ae_lr), seed=int(cfg.seed),
         log_every=max(1, int(e.fgd_ae_steps) // 20))
-    ae.meta.update({"root_relative": bool(e.root_relative), "dataset": cfg.data.dataset,
+    ae.meta.update({"root_relative": bool(e.root_relative), "heading_free": heading_free, "dataset": cfg.data.dataset,
                     "data_dir": str(data_dir), "train_files": [f["file_id"] for f in files]})
     out = save_fgd_autoencoder(fgd_ae_dir(out_flag, cfg, workdir), ae)
     print(json.dumps({"fgd_ae": str(out), "window": window, "stride": stride,
@@ -262,13 +265,17 @@ def evaluate_run(workdir: str, out: Path, *, split: str | None = None, eval_cfg=
     if ae.meta.get("root_relative", True) != constants.root_relative:
         raise EvaluateError(f"{ae.meta['dir']} was trained with root_relative={ae.meta.get('root_relative')} "
                             f"but cfg.eval.root_relative={constants.root_relative}")
+    if bool(ae.meta.get("heading_free", False)) != constants.heading_free:
+        raise EvaluateError(f"{ae.meta['dir']} was trained with heading_free={ae.meta.get('heading_free', False)} "
+                            f"but cfg.eval.heading_free={constants.heading_free}; retrain it with --train_fgd_ae")
     if ae.meta.get("joint_names") != list(pipeline.skeleton.names) or float(ae.meta["fps"]) != fps:
         raise EvaluateError(f"{ae.meta['dir']} was trained on another skeleton or frame rate "
                             f"({ae.meta.get('fps')} fps) than {wd} ({fps} fps); retrain it with --train_fgd_ae")
     names, parents = pipeline.skeleton.names, pipeline.skeleton.parents
     bc_joints = upper_body_joints(names, parents, list(cfg.eval.get("bc_joints", [])))
 
-    real, waves = load_split_motion(pipeline, root, files, with_audio=True)
+    hf = constants.heading_free
+    real, waves = load_split_motion(pipeline, root, files, with_audio=True, heading_free=hf)
     timing["load_s"] = time.perf_counter() - t0
 
     sets: dict[str, list[np.ndarray]] = {}
@@ -280,7 +287,7 @@ def evaluate_run(workdir: str, out: Path, *, split: str | None = None, eval_cfg=
         t1 = time.perf_counter()
         bvhs = generate.generate_motion(bundle, waves, opts, progress=True)
         timing["generate_s"] = time.perf_counter() - t1
-        gen = [bvh_positions(per_file[0]).astype(np.float32) for per_file in bvhs]
+        gen = [bvh_positions(per_file[0], heading_free=hf).astype(np.float32) for per_file in bvhs]
         if save_motion:
             from gesture_jax.motion.bvh import write_bvh
             (out / "motion").mkdir(parents=True, exist_ok=True)
@@ -294,11 +301,11 @@ def evaluate_run(workdir: str, out: Path, *, split: str | None = None, eval_cfg=
     waves = [w[:int(round(n * 16000 / fps))] for w, n in zip(waves, lengths)]
     sets = {k: [c[:n] for c, n in zip(v, lengths)] for k, v in sets.items()}
     sets["ground_truth"] = real
-    mismatched_ids, pool = _mismatched_pool(manifest, manifest_path, split, files, pipeline, root)
+    mismatched_ids, pool = _mismatched_pool(manifest, manifest_path, split, files, pipeline, root, hf)
     sets["mismatched"] = baselines.mismatched(real, pool)
     sets["mean_pose"] = baselines.mean_pose(real, ae.mean_pose)
     sets["random_noise"] = baselines.random_noise(
-        real, pipeline.feature_dim, lambda f: bvh_positions(pipeline.inverse(f)), seed=seed)
+        real, pipeline.feature_dim, lambda f: bvh_positions(pipeline.inverse(f), heading_free=hf), seed=seed)
 
     t1 = time.perf_counter()
     reference = make_reference(real, constants, ae, bc_joints)

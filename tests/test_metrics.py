@@ -127,3 +127,30 @@ def test_metric_constants_from_config_defaults_and_stride():
     from configs import base
     k = MetricConstants.from_config(base.get_base_config().eval, fps=20)
     assert (k.fgd_window, k.fgd_stride, k.bc_mask_frames, k.bc_threshold) == (34, 17, 60, 0.3)
+
+
+def test_heading_free_positions_ignore_turning_and_walking_but_not_posture():
+    """Evaluation positions (cfg.eval.heading_free): a body that turns and walks while holding a
+    pose equals the same pose standing still facing +Z; bending the spine still shows."""
+    from data_prep.synthetic import make_skeleton
+    from gesture_jax.motion.bvh import BVH
+    from gesture_jax.motion.kinematics import bvh_positions
+
+    sk = make_skeleton()
+    n = 50
+    rng = np.random.default_rng(0)
+    pose = rng.uniform(-30, 30, size=sk.num_channels)  # one posture, every channel (root tilt included)
+    still = np.repeat(pose[None], n, axis=0)
+    still[:, :3] = [0.0, 95.0, 0.0]
+    still[:, 3:6] = [0.0, 0.0, 0.0]  # root ZXY rotation: none
+    moving = still.copy()
+    moving[:, 0] = np.linspace(0, 200, n)  # walks 2 m along x and z ...
+    moving[:, 2] = np.linspace(0, -150, n)
+    moving[:, 5] = np.linspace(0, 170, n)  # ... while turning 170 degrees about Y (root Yrotation)
+    p_still = bvh_positions(BVH(sk, still, 0.05), heading_free=True)
+    p_moving = bvh_positions(BVH(sk, moving, 0.05), heading_free=True)
+    np.testing.assert_allclose(p_moving, p_still, atol=1e-6)
+    assert np.abs(bvh_positions(BVH(sk, moving, 0.05)) - p_still).max() > 100  # without: far apart
+    bent = moving.copy()
+    bent[:, 3] = 20.0  # root roll (Z) is posture, not heading: kept
+    assert np.abs(bvh_positions(BVH(sk, bent, 0.05), heading_free=True) - p_still).max() > 5

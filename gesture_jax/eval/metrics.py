@@ -24,6 +24,7 @@ class MetricConstants:
     fps: float = 20.0
     sample_rate: int = 16000
     root_relative: bool = True       # subtract the root's x,z per frame before every metric
+    heading_free: bool = True        # positions seen from the root: its heading (yaw) and ground position removed
     fgd_window: int = 34             # GENEA: windows of n frames ...
     fgd_stride: int = 17             # ... stride n/2
     fgd_eps: float = 1e-6            # covariance-diagonal offset when sqrtm is not finite

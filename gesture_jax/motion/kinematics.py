@@ -12,7 +12,7 @@ from gesture_jax.motion.channels import local_transforms
 from gesture_jax.motion.rotations import namespace
 
 __all__ = ["forward_kinematics", "forward_kinematics_global", "bvh_local_transforms", "bvh_positions",
-           "joint_rotation_matrices"]
+           "joint_rotation_matrices", "remove_heading"]
 
 
 def forward_kinematics_global(parents, offsets, local_rotmats, root_pos, local_translations=None, xp=None):
@@ -61,7 +61,32 @@ def bvh_local_transforms(bvh: BVH) -> tuple[np.ndarray, np.ndarray]:
     return local_transforms(bvh.skeleton, bvh.frames)
 
 
-def bvh_positions(bvh: BVH) -> np.ndarray:
-    """[N, J, 3] world positions (file units, cm) of every joint of a BVH."""
+def remove_heading(root_rot: np.ndarray) -> np.ndarray:
+    """Root rotations [N, 3, 3] with their heading (the yaw of the root's forward axis +Z about
+    the vertical axis +Y) taken out: R -> Ry(-yaw) R. What is left is the root's tilt and roll,
+    and the twist that does not turn the forward axis away from the vertical plane it spans."""
+    fwd = root_rot[..., :, 2]  # R @ (0, 0, 1)
+    yaw = np.arctan2(fwd[..., 0], fwd[..., 2])  # 0 when facing +Z
+    c, s = np.cos(-yaw), np.sin(-yaw)
+    ry = np.zeros(root_rot.shape, root_rot.dtype)
+    ry[..., 0, 0], ry[..., 0, 2], ry[..., 1, 1], ry[..., 2, 0], ry[..., 2, 2] = c, s, 1.0, -s, c
+    return ry @ root_rot
+
+
+def bvh_positions(bvh: BVH, *, heading_free: bool = False) -> np.ndarray:
+    """[N, J, 3] world positions (file units, cm) of every joint of a BVH.
+
+    heading_free: every frame seen from its root (Y up): the root's ground position (x, z) is
+    set to 0 and its heading (rotation about Y) removed, so a body that slowly turns or walks
+    gives the same positions as one that does not. Evaluation uses this: generated root motion
+    is integrated from per-frame deltas and drifts (tens of degrees over a 20 s clip for a small
+    model), which would otherwise dominate FGD while saying nothing about gesturing.
+    """
     rots, trans = bvh_local_transforms(bvh)
-    return forward_kinematics(bvh.skeleton.parents, bvh.skeleton.offsets, rots, trans[:, 0], trans)
+    root = trans[:, 0]
+    if heading_free:
+        rots = rots.copy()
+        rots[:, 0] = remove_heading(rots[:, 0])
+        root = root.copy()
+        root[:, [0, 2]] = 0.0
+    return forward_kinematics(bvh.skeleton.parents, bvh.skeleton.offsets, rots, root, trans)
