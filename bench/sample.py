@@ -49,8 +49,8 @@ def bench_shape(shape: str, samplers: list[str], seconds: float, repeats: int, f
                 probe: int) -> dict:
     cfg_name, motion_dim, audio_dim = SHAPES[shape]
     cfg = _config(cfg_name)
-    if motion_dim is None:  # demo: the synthetic corpus' feature count (23 joints; see data_prep)
-        motion_dim = 75
+    if motion_dim is None:  # demo: the synthetic corpus' non-constant channels (configs/demo.py, no mirroring)
+        motion_dim = 32
     fps = float(cfg.data.fps)
     window = int(round(cfg.data.window_s * fps))
     frames = int(round(seconds * fps))

@@ -38,7 +38,19 @@ def get_config():
     c.model.fuzzy.down_stride = 1
     c.model.fuzzy.audio_fps = 20.0
 
-    c.diffusion.num_steps = 100
+    # What the small model needs to learn this corpus, unlike the reference shape (measured on
+    # the 3 held-out files, `python -m gesture_jax.evaluate`; the run's report in the README):
+    #  * no mirrored copies: the synthetic speaker gestures mostly with the right hand; mirrored
+    #    windows teach either hand, which the held-out files never show (raw FGD 3529 -> 1043);
+    #  * x0 prediction over T=1000 cosine steps: eps prediction at this size leaves visible
+    #    jitter (jerk 2-40x the ground truth's) and T=100 with the reference betas keeps 24% of
+    #    the signal at t=T, which sampling from pure noise never sees;
+    #  * attention without the reference's mask (self and future hidden): both directions.
+    c.data.mirror = False
+    c.model.attn_mask = "none"
+    c.diffusion.num_steps = 1000
+    c.diffusion.schedule = "cosine"
+    c.diffusion.prediction = "x0"
     c.train.batch_size = 16
     c.train.num_steps = 1500
     c.train.lr = 1e-3
@@ -46,6 +58,7 @@ def get_config():
     c.train.checkpoint_every = 250
     c.train.log_every = 25
     c.train.eval_every = 250
-    c.sample.steps = 100
-    c.sample.overlap_s = 1.0
+    c.sample.sampler = "dpm-solver++"
+    c.sample.steps = 25
+    c.sample.overlap_s = 2.0  # half a window, like the reference stride: every border lies where a neighbour has full weight
     return base.finalize(c)
