@@ -59,6 +59,6 @@ def get_config():
     c.train.log_every = 25
     c.train.eval_every = 250
     c.sample.sampler = "dpm-solver++"
-    c.sample.steps = 25
+    c.sample.steps = 20
     c.sample.overlap_s = 2.0  # half a window, like the reference stride: every border lies where a neighbour has full weight
     return base.finalize(c)

@@ -70,6 +70,8 @@ def resolve_options(bundle, opts: SamplingOptions) -> dict[str, Any]:
         steps = int(opts.steps)
     elif sampler == "ddpm":
         steps = T
+    elif sampler == cfg.sample.sampler and int(cfg.sample.get("steps", 0)) > 0:
+        steps = int(cfg.sample.steps)  # the run's own choice for its default sampler
     else:
         steps = DEFAULT_STEPS[sampler]
     if not 1 <= steps <= T:

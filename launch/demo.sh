@@ -12,7 +12,7 @@
 # Re-running continues where it stopped: the corpus and shards are reused, training resumes
 # from its last checkpoint (and does nothing when finished), generation is redone.
 # Environment: PYTHON (default .venv/bin/python if present), DEMO_TRAIN_STEPS (default: the
-# config's train.num_steps), DEMO_SAMPLER / DEMO_STEPS (default: the config's DPM-Solver++, 25
+# config's train.num_steps), DEMO_SAMPLER / DEMO_STEPS (default: the config's DPM-Solver++, 20
 # steps), DEMO_EVAL=0 skips the evaluation.
 set -euo pipefail
 

@@ -123,3 +123,20 @@ def test_workdir_without_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(G.GenerateError, match="no checkpoint"):
         G.load_bundle(tmp_path / "run")
     assert G.main(["--workdir", str(tmp_path / "run"), "--audio", "x.wav", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_default_steps_follow_the_runs_sample_config(bundle):
+    """No --steps: DDPM takes every training step, the run's own sampler its cfg.sample.steps,
+    any other sampler the generator's default."""
+    import copy
+
+    cfg = copy.deepcopy(bundle.config)
+    with cfg.unlocked():
+        cfg.sample.sampler, cfg.sample.steps = "ddim", 7
+    b = types.SimpleNamespace(**{**vars(bundle), "config": cfg})
+    T = int(cfg.diffusion.num_steps)
+    assert G.resolve_options(b, G.SamplingOptions(sampler="ddim"))["steps"] == 7
+    assert G.resolve_options(b, G.SamplingOptions())["steps"] == 7
+    assert G.resolve_options(b, G.SamplingOptions(sampler="ddpm"))["steps"] == T
+    assert G.resolve_options(b, G.SamplingOptions(sampler="dpm-solver++"))["steps"] == G.DEFAULT_STEPS["dpm-solver++"]
+    assert G.resolve_options(b, G.SamplingOptions(sampler="ddim", steps=3))["steps"] == 3
