@@ -37,7 +37,7 @@ configs/trinity.py; written at ``SOURCE_FPS``):
   * **Phrase posture**: hands rise (0.4 s ramps, done 0.3 s before the phrase's first
     beat) while a phrase is voiced and return to rest in pauses; the head turns slowly during a phrase, alternating sides.
   * Slow idle sway of hips/spine/head/legs (independent of the audio).
-On the default corpus (13 files), BC at 20 fps over the upper-body joints is 0.629 with
+On a 13-file corpus (10 + 3, seed 0), BC at 20 fps over the upper-body joints is 0.629 with
 the matching audio and 0.518 with the next file's audio (tests/test_synthetic.py checks
 the gap on a smaller corpus). The sidecar ``*.onsets.json`` lists every syllable
 onset, its stress, the beats (stressed onsets) and phrase spans, in seconds.
