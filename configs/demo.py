@@ -62,5 +62,5 @@ def get_config():
     c.train.eval_every = 250
     c.sample.sampler = "dpm-solver++"
     c.sample.steps = 20
-    c.sample.overlap_s = 2.0  # half a window, like the reference stride: every border lies where a neighbour has full weight
+    c.sample.overlap_s = 1.0  # p99 border/elsewhere speed 0.95-0.97 on two demo models (2 s: 0.93-1.07)
     return base.finalize(c)
