@@ -6,7 +6,7 @@ beat.py       beat consistency (BEAT/EMAGE alignment metric)
 kinematic.py  jerk, acceleration, L1 diversity, speed histograms + Hellinger distance
 joints.py     the joints (upper body) and frame of reference (root-relative) metrics use
 metrics.py    MetricConstants and evaluate_set: the whole suite for one set of clips
-baselines.py  ground truth, mismatched ground truth, mean pose, random noise
+baselines.py  ground truth, mismatched ground truth (motion of training recordings), mean pose, random noise
 plots.py      speed histograms and BC per file as PNG
 The command line is gesture_jax/evaluate.py.
 """
