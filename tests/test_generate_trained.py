@@ -65,16 +65,19 @@ def _positions(bvh):
 SEAM_SAMPLES = 4
 
 
-def _border_vs_elsewhere(positions: list[np.ndarray], borders: np.ndarray, guard: int = 2) -> tuple[float, float]:
-    """99th percentiles of frame-to-frame joint displacement at window borders and elsewhere,
-    pooled over several samples of the same audio.
+def _border_vs_elsewhere(positions: list[np.ndarray], borders: np.ndarray, guard: int = 2,
+                         draws: int = 500) -> tuple[float, float, float]:
+    """(p99 at borders, p99 elsewhere, rank) of frame-to-frame joint displacement, pooled over
+    several samples of the same audio.
 
     Border transitions: frame b-1 -> b for every border b (where a window starts or ends);
     elsewhere: transitions at least `guard` frames from any border. Why pooled samples: one
     70 s clip has ~46 borders, so its border p99 is close to the maximum of ~46 strongly
     correlated frames (all joints of a frame move together) and swings by +-20% from sample
-    to sample, while the elsewhere p99 rests on ~1300 frames; pooling 4 samples makes the two
-    percentiles comparable.
+    to sample, while the elsewhere p99 rests on ~1300 frames. rank: the fraction of `draws`
+    random sets of equally many non-border transitions (per sample) whose p99 is below the
+    border p99, i.e. how unusual the borders are against the same-size statistic elsewhere
+    (~0.5 when borders are like any other frames, 1.0 for real seams).
     """
     at = np.asarray(borders) - 1
     at_b, at_e = [], []
@@ -85,7 +88,11 @@ def _border_vs_elsewhere(positions: list[np.ndarray], borders: np.ndarray, guard
             near[max(0, b - guard):b + guard + 1] = True
         at_b.append(step[at])
         at_e.append(step[~near])
-    return float(np.percentile(np.concatenate(at_b), 99)), float(np.percentile(np.concatenate(at_e), 99))
+    p_border = float(np.percentile(np.concatenate(at_b), 99))
+    rng = np.random.default_rng(0)
+    null = [np.percentile(np.concatenate([e[rng.choice(len(e), len(b), replace=False)]
+                                          for b, e in zip(at_b, at_e)]), 99) for _ in range(draws)]
+    return p_border, float(np.percentile(np.concatenate(at_e), 99)), float(np.mean(np.asarray(null) < p_border))
 
 
 def test_70s_audio_has_no_seams_at_window_borders(bundle):
@@ -107,12 +114,13 @@ def test_70s_audio_has_no_seams_at_window_borders(bundle):
         assert len(bvhs) == SEAM_SAMPLES and all(b.num_frames == n for b in bvhs)
         plan = long_audio.plan_windows([n], window, int(round(overlap_s * fps)))
         res[overlap_s] = _border_vs_elsewhere([_positions(b) for b in bvhs], plan.border_frames(0))
-    (b_fused, e_fused), (b_cut, e_cut) = res[float(bundle.config.sample.overlap_s)], res[0.0]
-    print(f"p99 step at borders / elsewhere: fused {b_fused:.3f} / {e_fused:.3f} = {b_fused / e_fused:.3f}; "
-          f"disjoint {b_cut:.3f} / {e_cut:.3f} = {b_cut / e_cut:.3f}")
-    assert b_cut > 1.5 * e_cut  # sanity: the measure detects the reference's seams
+    (b_fused, e_fused, r_fused), (b_cut, e_cut, r_cut) = res[float(bundle.config.sample.overlap_s)], res[0.0]
+    print(f"p99 step at borders / elsewhere: fused {b_fused:.3f} / {e_fused:.3f} = {b_fused / e_fused:.3f} "
+          f"(rank {r_fused:.2f}); disjoint {b_cut:.3f} / {e_cut:.3f} = {b_cut / e_cut:.3f} (rank {r_cut:.2f})")
+    assert b_cut > 1.5 * e_cut and r_cut == 1.0  # sanity: the measure detects the reference's seams
     assert b_fused < 0.6 * b_cut  # fusion removes the seam ...
-    assert b_fused <= 1.1 * e_fused  # ... to within the spread of an undertrained model
+    assert r_fused < 0.95  # ... borders are not faster than equally many frames elsewhere (5% level)
+    assert b_fused <= 1.1 * e_fused
     if b_fused > e_fused:
         # The issue's strict form holds on the 1500-step demo model (pooled ratio 0.93-0.97,
         # GESTURE_JAX_DEMO_RUN=runs/demo/run); this 800-step fixture on 6 short files gives 1.03-1.05.

@@ -31,7 +31,7 @@ def corpus(tmp_path_factory) -> Path:
 def _cmd(root: Path, out: Path, *extra: str, workers: int = 1) -> list[str]:
     return [sys.executable, "-m", "data_prep.prepare", "--config=configs/demo.py",
             f"--config.data.root={root}", f"--config.data.out={out}", f"--config.data.num_workers={workers}",
-            "--config.data.records_per_shard=16", *extra]
+            "--config.data.records_per_shard=16", "--config.data.mirror=True", *extra]  # mirrored windows as the reference
 
 
 def _prepare(root: Path, out: Path, *extra: str, workers: int = 1) -> dict:
@@ -48,6 +48,7 @@ def _prepare_here(root: Path, out: Path, **kw) -> dict | None:
     with cfg.unlocked():
         cfg.data.root, cfg.data.out = str(root), str(out)
         cfg.data.num_workers, cfg.data.records_per_shard = 1, 16
+        cfg.data.mirror = True  # as _cmd
     return prepare.run_prepare(cfg, progress=False, **kw)
 
 

@@ -30,6 +30,7 @@ def test_prepare_with_wavlm_features(wavlm_ckpt, tmp_path):
     with cfg.unlocked():
         cfg.data.root, cfg.data.out, cfg.data.num_workers = str(root), str(tmp_path / "out"), 1
         cfg.audio.feature, cfg.audio.wavlm_dir, cfg.audio.layer = "wavlm", str(wavlm_ckpt), 2
+        cfg.data.mirror = True  # the reference's mirrored windows (the demo config has none)
     m = prepare.run_prepare(cfg, progress=False)
     assert m["audio"] == {"feature": "wavlm", "dim": 32, "sample_rate": 16000, "layer": 2}
     assert m["counts"] == {"train": 2 * 2 * 2, "test": 1}   # 6 s: windows at 0 and 2 s, mirrored
