@@ -184,7 +184,8 @@ def train_fgd_ae(cfg, workdir: str | None, out_flag: str | None, data_root: str 
     root = source_root(manifest, data_root, data_dir / "manifest.json")
     t0 = time.perf_counter()
     e = cfg.eval
-    heading_free = bool(e.get("heading_free", False))
+    from gesture_jax.eval.metrics import MetricConstants
+    heading_free = MetricConstants.from_config(e, fps=float(pipeline.fps)).heading_free  # same default as evaluation
     clips, _ = load_split_motion(pipeline, root, files, with_audio=False, heading_free=heading_free)
     if e.root_relative:
         clips = [root_relative(c).astype(np.float32) for c in clips]
