@@ -9,6 +9,11 @@ batch 1) and configs/demo.py. The timed function is exactly what `gesture_jax.ge
 runs: the conditioning once, then the whole sampler loop as one jitted scan. Compilation is
 timed separately (ahead-of-time lower + compile); "seconds" is the best of `--repeats` runs.
 
+Snapping window borders to slow frames (cfg.sample.snap_s, long_audio.py) adds a pre-pass of
+cfg.sample.snap_steps DPM-Solver++ steps whenever a clip spans more than two windows (the
+demo shape's 20 s, not the reference's single window); it is timed the same way and
+reported as "border_prepass" (add it to each sampler's seconds for generate's total).
+
 DDPM uses every training step (1000 at the reference shape). Every step costs the same one
 network evaluation, so unless --full_ddpm is given it is timed over `--ddpm_probe_steps`
 respaced steps of the same code and scaled to the full count ("extrapolated": true).
@@ -67,10 +72,14 @@ def bench_shape(shape: str, samplers: list[str], seconds: float, repeats: int, f
            "batch": 1, "diffusion_steps": int(cfg.diffusion.num_steps), "build_s": round(build_s, 2),
            "samplers": {}}
     T = int(cfg.diffusion.num_steps)
-    for name in samplers:
-        steps = {"ddpm": T, "ddim": 50, "dpm-solver++": 20}[name]
-        run_steps = steps if (name != "ddpm" or full_ddpm) else min(probe, T)
-        opts = G.SamplingOptions(sampler=name, steps=run_steps, batch_windows=max(1, plan.num_windows))
+    snapping = (float(cfg.sample.get("snap_s", 0.0)) > 0 and float(cfg.sample.overlap_s) > 0
+                and plan.num_windows > 2)
+    runs = [(name, name, {"ddpm": T, "ddim": 50, "dpm-solver++": 20}[name]) for name in samplers]
+    if snapping:
+        runs.append(("border_prepass", "dpm-solver++", int(cfg.sample.get("snap_steps", 5))))
+    for name, sampler, steps in runs:
+        run_steps = steps if (sampler != "ddpm" or full_ddpm) else min(probe, T)
+        opts = G.SamplingOptions(sampler=sampler, steps=run_steps, batch_windows=max(1, plan.num_windows))
         fn, state, _, coeffs = G.build_sampling_fn(bundle, plan, opts)
         t = time.perf_counter()
         compiled = fn.lower(state, audio_w, jax.random.key(0)).compile()
@@ -83,7 +92,7 @@ def bench_shape(shape: str, samplers: list[str], seconds: float, repeats: int, f
         best = min(times)
         scale = steps / coeffs.num_steps
         out["samplers"][name] = {
-            "steps": steps, "measured_steps": coeffs.num_steps, "extrapolated": scale != 1.0,
+            "sampler": sampler, "steps": steps, "measured_steps": coeffs.num_steps, "extrapolated": scale != 1.0,
             "seconds": round(best * scale, 3), "seconds_per_step": round(best / coeffs.num_steps, 4),
             "compile_s": round(compile_s, 2), "runs": [round(x, 3) for x in times]}
         print(json.dumps({shape: {name: out["samplers"][name]}}), file=sys.stderr, flush=True)

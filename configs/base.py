@@ -94,6 +94,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.train.weight_decay = 0.01
     c.train.warmup_steps = 1000
     c.train.warmup_init_factor = 8e-5  # warm-up starts at lr * this
+    c.train.lr_decay = "constant"     # after warm-up: "constant" (reference) or "cosine" to lr * lr_final_factor
+    c.train.lr_final_factor = 0.0
     c.train.clip_norm = 0.5
     c.train.adam_eps = 1e-8           # AdamW epsilon (reference: PyTorch default 1e-8)
     c.train.ema_decay = 0.0           # 0 = no EMA (reference)
@@ -127,6 +129,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.sample.eta = 1.0                # ddim / dpm-solver++ noise: 1 = stochastic (matches DDPM statistics), 0 = ODE
     c.sample.guidance = 1.0
     c.sample.overlap_s = 2.0          # long audio: overlap between consecutive windows
+    c.sample.snap_s = 0.5             # move each window border up to this far to where the motion is slowest (0 = off)
+    c.sample.snap_steps = 5           # ... as found by a pre-pass of this many DPM-Solver++ steps (same seed)
     c.sample.batch_windows = 8
     c.sample.clip_x0 = 20.0           # bound on |x0| estimates (standardized units) in every sampler; 0 = off
 

@@ -27,7 +27,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -52,6 +52,7 @@ class SamplingOptions:
     seed: int = 0
     num_samples: int = 1
     overlap_s: float | None = None
+    snap_s: float | None = None
     batch_windows: int | None = None
 
 
@@ -89,9 +90,15 @@ def resolve_options(bundle, opts: SamplingOptions) -> dict[str, Any]:
     overlap = int(round(overlap_s * fps))
     if not 0 <= overlap < window:
         raise GenerateError(f"overlap {overlap_s} s must be shorter than the {cfg.data.window_s} s model window")
+    snap_s = float(cfg.sample.get("snap_s", 0.0) if opts.snap_s is None else opts.snap_s)
+    if snap_s < 0:
+        raise GenerateError(f"snap_s must be >= 0 seconds, got {snap_s}")
+    snap_steps = int(cfg.sample.get("snap_steps", 5))
+    if snap_s > 0 and snap_steps < 1:
+        raise GenerateError(f"sample.snap_steps must be >= 1 when snapping, got {snap_steps}")
     return dict(sampler=sampler, steps=steps, guidance=guidance,
                 eta=float(cfg.sample.eta if opts.eta is None else opts.eta), fps=fps, window=window,
-                overlap=overlap, batch_windows=int(opts.batch_windows or cfg.sample.batch_windows),
+                overlap=overlap, snap=int(round(snap_s * fps)), snap_steps=snap_steps, batch_windows=int(opts.batch_windows or cfg.sample.batch_windows),
                 prediction=str(cfg.diffusion.prediction), clip_x0=float(cfg.sample.get("clip_x0", 20.0)))
 
 
@@ -234,6 +241,69 @@ def build_sampling_fn(bundle, plan, opts: SamplingOptions = SamplingOptions()):
     return fn, state, r, coeffs
 
 
+def border_cost(bundle, motion: np.ndarray) -> np.ndarray:
+    """float64 [N]: mean joint speed into each frame of standardized motion [N, F] (frame 0: the
+    speed into frame 1), 3-frame averaged: where a window border is least visible."""
+    from gesture_jax.motion.kinematics import bvh_positions
+
+    pos = bvh_positions(bundle.pipeline.inverse(np.asarray(motion)))  # [N, J, 3]
+    speed = np.linalg.norm(np.diff(pos, axis=0), axis=-1).mean(-1)  # [N-1]: frame n -> n+1
+    speed = np.concatenate([speed[:1], speed])
+    return np.convolve(np.pad(speed, 1, mode="edge"), np.ones(3) / 3, mode="valid")
+
+
+def _run_plan(bundle, plan, feats, opts: SamplingOptions, progress: bool, desc: str) -> np.ndarray:
+    """One jitted sampling loop over every window of `plan`: flat motion [total, F]."""
+    import jax
+    import jax.numpy as jnp
+    from tqdm import tqdm
+
+    from gesture_jax.sampling import long_audio
+
+    r = resolve_options(bundle, opts)
+    audio_w = long_audio.gather_windows(feats, plan, r["window"])  # [W, T, A]
+    fn, state, r, coeffs = build_sampling_fn(bundle, plan, opts)
+    with tqdm(total=coeffs.num_steps, desc=desc, unit="step", disable=not progress) as bar:
+        _ACTIVE_BAR[0] = bar
+        try:
+            return np.asarray(jax.block_until_ready(fn(state, jnp.asarray(audio_w), jax.random.key(int(opts.seed)))))
+        finally:
+            _ACTIVE_BAR[0] = None
+
+
+def sample_timelines(bundle, features: Sequence[np.ndarray], opts: SamplingOptions = SamplingOptions(), *,
+                     progress: bool = True):
+    """(flat motion [total, F], WindowPlan): every sample of every file on one flat timeline
+    (timeline s = file i * num_samples + sample k), and the window layout that produced it.
+
+    With snapping (cfg.sample.snap_s > 0, an overlap, and more than two windows somewhere) a
+    pre-pass of `snap_steps` DPM-Solver++ steps with the same seed on the regular grid finds
+    where each timeline moves slowest, and the borders move there (sampling/long_audio.py).
+    """
+    from gesture_jax.sampling import long_audio
+
+    r = resolve_options(bundle, opts)
+    K = int(opts.num_samples)
+    feats = [f for f in features for _ in range(K)]
+    lengths = [f.shape[0] for f in feats]
+    plan = long_audio.plan_windows(lengths, r["window"], r["overlap"])
+    t0 = time.perf_counter()
+    if progress:
+        print(f"sampling {len(features)} file(s) x {K} sample(s): {plan.num_windows} windows of {r['window']} "
+              f"frames, {r['sampler']} {r['steps']} steps"
+              + (f", guidance {r['guidance']}" if r["guidance"] != 1.0 else ""), file=sys.stderr, flush=True)
+    if r["snap"] > 0 and r["overlap"] > 0 and long_audio.snap_reach(r["overlap"], r["snap"]) > 0 \
+            and plan.num_windows > 2 * len(lengths):
+        pre_opts = replace(opts, sampler="dpm-solver++", steps=min(r["snap_steps"], int(bundle.config.diffusion.num_steps)))
+        pre = plan.split(_run_plan(bundle, plan, feats, pre_opts, progress, "placing borders"))
+        plan = long_audio.plan_windows(lengths, r["window"], r["overlap"],
+                                       cost=[border_cost(bundle, m) for m in pre], snap_frames=r["snap"])
+    out = _run_plan(bundle, plan, feats, opts, progress, r["sampler"])
+    if progress:
+        print(f"sampled in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    return out, plan
+
+
 def sample_features(bundle, features: Sequence[np.ndarray], lengths: Sequence[int],
                     opts: SamplingOptions = SamplingOptions(), *, progress: bool = True
                     ) -> list[list[np.ndarray]]:
@@ -242,44 +312,22 @@ def sample_features(bundle, features: Sequence[np.ndarray], lengths: Sequence[in
     features[i]: [L_i >= window, A] model-rate audio features; lengths[i]: frames to keep.
     All windows of all files and samples are denoised together in one jitted loop.
     """
-    import jax
-    import jax.numpy as jnp
-
-    from gesture_jax.sampling import long_audio
-
-    r = resolve_options(bundle, opts)
     K = int(opts.num_samples)
-    feats = [f for f in features for _ in range(K)]  # timeline s = i * K + k
-    plan = long_audio.plan_windows([f.shape[0] for f in feats], r["window"], r["overlap"])
-    audio_w = long_audio.gather_windows(feats, plan, r["window"])  # [W, T, A]
-    fn, state, r, coeffs = build_sampling_fn(bundle, plan, opts)
-    t0 = time.perf_counter()
-    if progress:
-        print(f"sampling {len(features)} file(s) x {K} sample(s): {plan.num_windows} windows of {r['window']} "
-              f"frames, {r['sampler']} {coeffs.num_steps} steps"
-              + (f", guidance {r['guidance']}" if r["guidance"] != 1.0 else ""), file=sys.stderr, flush=True)
-    from tqdm import tqdm
-
-    with tqdm(total=coeffs.num_steps, desc=f"{r['sampler']}", unit="step", disable=not progress) as bar:
-        _ACTIVE_BAR[0] = bar
-        try:
-            out = np.asarray(jax.block_until_ready(fn(state, jnp.asarray(audio_w), jax.random.key(int(opts.seed)))))
-        finally:
-            _ACTIVE_BAR[0] = None
-    if progress:
-        print(f"sampled in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    out, plan = sample_timelines(bundle, features, opts, progress=progress)
     parts = plan.split(out)
     return [[parts[i * K + k][:int(lengths[i])] for k in range(K)] for i in range(len(features))]
 
 
 def generate_motion(bundle, waves: Sequence[np.ndarray] | np.ndarray, opts: SamplingOptions | None = None, *,
-                    progress: bool = False, **kwargs) -> list[list[Any]]:
+                    progress: bool = False, return_borders: bool = False, **kwargs):
     """BVHs generated from 16 kHz mono waves: result[file][sample] (gesture_jax.motion.bvh.BVH).
 
     waves: one float32 [S] array or a list of them (use gesture_jax.audio.io.load_audio for
     files). Options as SamplingOptions or keyword arguments (sampler=, steps=, guidance=,
-    eta=, seed=, num_samples=, overlap_s=, batch_windows=). Each BVH has
+    eta=, seed=, num_samples=, overlap_s=, snap_s=, batch_windows=). Each BVH has
     floor(S * fps / 16000) frames in the dataset skeleton at the dataset fps.
+    return_borders: also return borders[file][sample], the frames where a model window
+    starts or ends (for seam checks), as (bvhs, borders).
     """
     from gesture_jax.audio.features import make_extractor
     from gesture_jax.audio.io import MIN_DURATION_S
@@ -304,8 +352,15 @@ def generate_motion(bundle, waves: Sequence[np.ndarray] | np.ndarray, opts: Samp
         f, n = audio_features(bundle, wave, extractor)
         feats.append(f)
         lengths.append(n)
-    motion = sample_features(bundle, feats, lengths, opts, progress=progress)
-    return [[bundle.pipeline.inverse(m) for m in per_file] for per_file in motion]
+    K = int(opts.num_samples)
+    out, plan = sample_timelines(bundle, feats, opts, progress=progress)
+    parts = plan.split(out)
+    bvhs = [[bundle.pipeline.inverse(parts[i * K + k][:lengths[i]]) for k in range(K)] for i in range(len(feats))]
+    if not return_borders:
+        return bvhs
+    borders = [[(lambda b: b[b < lengths[i]])(plan.border_frames(i * K + k)) for k in range(K)]
+               for i in range(len(feats))]
+    return bvhs, borders
 
 
 def collect_audio(paths: Sequence[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -357,6 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--num_samples", type=int, default=1)
     ap.add_argument("--overlap_s", type=float, default=None, help="overlap of consecutive windows (s)")
+    ap.add_argument("--snap_s", type=float, default=None,
+                    help="move each window border up to this far (s) to where a short pre-pass moves slowest (0 = regular grid)")
     ap.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     ap.add_argument("--video", action="store_true", help="also write a stick-figure MP4 with the audio")
     a = ap.parse_args(argv)
@@ -367,7 +424,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         bundle = load_bundle(a.workdir, a.step)
         opts = SamplingOptions(sampler=a.sampler, steps=a.steps, eta=a.eta, guidance=a.guidance, seed=a.seed,
-                               num_samples=a.num_samples, overlap_s=a.overlap_s)
+                               num_samples=a.num_samples, overlap_s=a.overlap_s,
+                               snap_s=a.snap_s)
         resolve_options(bundle, opts)  # option errors before any audio work
     except GenerateError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -65,23 +65,22 @@ def _positions(bvh):
 SEAM_SAMPLES = 4
 
 
-def _border_vs_elsewhere(positions: list[np.ndarray], borders: np.ndarray, guard: int = 2,
+def _border_vs_elsewhere(positions: list[np.ndarray], borders: list[np.ndarray], guard: int = 2,
                          draws: int = 500) -> tuple[float, float, float]:
     """(p99 at borders, p99 elsewhere, rank) of frame-to-frame joint displacement, pooled over
-    several samples of the same audio.
+    several samples of the same audio (borders[k]: the border frames of sample k).
 
     Border transitions: frame b-1 -> b for every border b (where a window starts or ends);
     elsewhere: transitions at least `guard` frames from any border. Why pooled samples: one
     70 s clip has ~46 borders, so its border p99 is close to the maximum of ~46 strongly
-    correlated frames (all joints of a frame move together) and swings by +-20% from sample
-    to sample, while the elsewhere p99 rests on ~1300 frames. rank: the fraction of `draws`
-    random sets of equally many non-border transitions (per sample) whose p99 is below the
-    border p99, i.e. how unusual the borders are against the same-size statistic elsewhere
-    (~0.5 when borders are like any other frames, 1.0 for real seams).
+    correlated frames (all joints of a frame move together) and swings by +-10-20% from
+    sample to sample, while the elsewhere p99 rests on ~1300 frames. rank: the fraction of
+    `draws` random sets of equally many non-border transitions (per sample) whose p99 is
+    below the border p99 (~0.5 when borders are like any other frames, 1.0 for real seams).
     """
-    at = np.asarray(borders) - 1
     at_b, at_e = [], []
-    for pos in positions:
+    for pos, bd in zip(positions, borders):
+        at = np.asarray(bd) - 1
         step = np.linalg.norm(np.diff(pos, axis=0), axis=-1)  # [N-1, J]: transition n = frame n -> n+1
         near = np.zeros(step.shape[0], bool)
         for b in at:
@@ -96,35 +95,30 @@ def _border_vs_elsewhere(positions: list[np.ndarray], borders: np.ndarray, guard
 
 
 def test_70s_audio_has_no_seams_at_window_borders(bundle):
-    """Fused overlapping windows: p99 speed at borders vs elsewhere (the issue's criterion, over
-    4 samples); disjoint windows (the reference's concatenation) fail the same check by 6-8x,
-    so the check can see seams."""
+    """The issue's criterion on 70 s of speech, pooled over 4 samples: the p99 joint speed at
+    window borders is no higher than elsewhere. Three layouts of the same model and audio:
+    fused windows with borders moved to slow frames (the default), fused windows on the
+    regular grid (no jump: within the noise of the rest), disjoint windows (the reference's
+    concatenation: 6-8x, so the check can see seams)."""
     from gesture_jax import generate as G
     from gesture_jax.audio.io import load_audio
-    from gesture_jax.sampling import long_audio
 
     wave = load_audio(shared_file("zeggs/067_Speech_2_x_1_0.wav"))
     fps = float(bundle.config.data.fps)
     n = int(np.floor(wave.shape[0] * fps / 16000))
-    window = int(round(bundle.config.data.window_s * fps))
+    overlap_s = float(bundle.config.sample.overlap_s)
     res = {}
-    for overlap_s in (float(bundle.config.sample.overlap_s), 0.0):
-        bvhs = G.generate_motion(bundle, wave, sampler="dpm-solver++", steps=20, seed=0, overlap_s=overlap_s,
-                                 num_samples=SEAM_SAMPLES)[0]
-        assert len(bvhs) == SEAM_SAMPLES and all(b.num_frames == n for b in bvhs)
-        plan = long_audio.plan_windows([n], window, int(round(overlap_s * fps)))
-        res[overlap_s] = _border_vs_elsewhere([_positions(b) for b in bvhs], plan.border_frames(0))
-    (b_fused, e_fused, r_fused), (b_cut, e_cut, r_cut) = res[float(bundle.config.sample.overlap_s)], res[0.0]
-    print(f"p99 step at borders / elsewhere: fused {b_fused:.3f} / {e_fused:.3f} = {b_fused / e_fused:.3f} "
-          f"(rank {r_fused:.2f}); disjoint {b_cut:.3f} / {e_cut:.3f} = {b_cut / e_cut:.3f} (rank {r_cut:.2f})")
+    for name, ov, snap in (("snapped", overlap_s, 0.5), ("regular", overlap_s, 0.0), ("disjoint", 0.0, 0.0)):
+        bvhs, borders = G.generate_motion(bundle, wave, sampler="dpm-solver++", steps=20, seed=0, overlap_s=ov,
+                                          snap_s=snap, num_samples=SEAM_SAMPLES, return_borders=True)
+        assert len(bvhs[0]) == SEAM_SAMPLES and all(b.num_frames == n for b in bvhs[0])
+        res[name] = _border_vs_elsewhere([_positions(b) for b in bvhs[0]], borders[0])
+        print(f"{name}: p99 step at borders / elsewhere {res[name][0]:.3f} / {res[name][1]:.3f} = "
+              f"{res[name][0] / res[name][1]:.3f} (rank {res[name][2]:.2f})")
+    (b_snap, e_snap, _), (b_reg, e_reg, r_reg), (b_cut, e_cut, r_cut) = res["snapped"], res["regular"], res["disjoint"]
     assert b_cut > 1.5 * e_cut and r_cut == 1.0  # sanity: the measure detects the reference's seams
-    assert b_fused < 0.6 * b_cut  # fusion removes the seam ...
-    assert r_fused < 0.95  # ... borders are not faster than equally many frames elsewhere (5% level)
-    assert b_fused <= 1.1 * e_fused
-    if b_fused > e_fused:
-        # The issue's strict form holds on the 1500-step demo model (pooled ratio 0.93-0.97,
-        # GESTURE_JAX_DEMO_RUN=runs/demo/run); this 800-step fixture on 6 short files gives 1.03-1.05.
-        pytest.xfail(f"border p99 {b_fused:.3f} > elsewhere {e_fused:.3f} on the fixture model (strict criterion)")
+    assert b_reg < 0.6 * b_cut and b_reg <= 1.15 * e_reg  # fusion alone removes the jump ...
+    assert b_snap <= e_snap  # ... and with snapped borders the strict criterion holds
 
 
 def test_cli_folder_with_bad_files_generates_the_good_ones(demo_run, tmp_path):

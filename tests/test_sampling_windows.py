@@ -93,3 +93,47 @@ def test_single_window_fusion_is_the_identity_wrapper():
     f = lambda xw, t: jnp.tanh(xw) * (t + 1)  # noqa: E731
     np.testing.assert_allclose(np.asarray(L.fused_x0_fn(f, plan)(x, jnp.int32(2))),
                                np.asarray(f(x[None], 2)[0]), rtol=1e-6)
+
+
+def test_borders_snap_to_the_cheapest_frames_within_reach():
+    n, window, overlap, snap = 400, 80, 40, 10
+    regular = L.window_starts(n, window, overlap)
+    reach = L.snap_reach(overlap, snap)
+    assert reach == 10
+    # cheap frames 7 after every interior regular start (reachable), expensive elsewhere
+    cost = np.ones(n)
+    for g in regular[1:-1]:
+        cost[g + 7] = 0.0
+    starts = L.snapped_window_starts(n, window, overlap, cost, snap)
+    assert starts[0] == 0 and starts[-1] == n - window and len(starts) == len(regular)
+    np.testing.assert_array_equal(starts[1:-1], regular[1:-1] + 7)
+    # a window's start and end are both borders: a cheap end pulls its start along
+    cost = np.ones(n)
+    cost[regular[1] + window - 4] = -5.0
+    starts = L.snapped_window_starts(n, window, overlap, cost, snap)
+    assert starts[1] == regular[1] - 4
+    # random costs: never farther than reach, overlaps keep at least overlap - 2 * reach
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        starts = L.snapped_window_starts(n, window, overlap, rng.random(n), snap)
+        assert np.all(np.abs(starts - regular) <= reach)
+        assert np.all(np.diff(starts) > 0) and np.all(window - np.diff(starts) >= overlap - 2 * reach)
+        plan = L.plan_windows([n], window, overlap, cost=[rng.random(n)], snap_frames=snap)
+        covered = np.zeros(n, int)
+        np.add.at(covered, plan.indices().ravel(), 1)
+        assert covered.min() >= 1
+
+
+def test_snapping_falls_back_to_the_regular_grid_and_rejects_bad_costs():
+    n, window = 300, 80
+    np.testing.assert_array_equal(L.snapped_window_starts(n, window, 40, None, 10), L.window_starts(n, window, 40))
+    # disjoint windows must tile: nothing to move
+    np.testing.assert_array_equal(L.snapped_window_starts(n, window, 0, np.random.rand(n), 10),
+                                  L.window_starts(n, window, 0))
+    assert L.snap_reach(8, 10) == 2  # at most a quarter of the overlap
+    with pytest.raises(L.WindowPlanError, match="border cost"):
+        L.snapped_window_starts(n, window, 40, np.ones(n - 1), 10)
+    with pytest.raises(L.WindowPlanError, match="border cost"):
+        L.snapped_window_starts(n, window, 40, np.full(n, np.nan), 10)
+    with pytest.raises(L.WindowPlanError, match="border-cost curves"):
+        L.plan_windows([n, n], window, 40, cost=[np.ones(n)], snap_frames=10)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -52,3 +53,15 @@ def test_reference_warmup_schedule_and_clipping():
     c = optax.clip_by_global_norm(0.5)
     out, _ = c.update(g, c.init(g))
     assert np.isclose(optax.global_norm(out), 0.5)
+
+
+def test_cosine_decay_after_warmup_and_bad_decay_name():
+    cfg = tf.tiny_config(lr=1e-3, warmup_steps=100, warmup_init_factor=0.0, num_steps=1100,
+                         lr_decay="cosine", lr_final_factor=0.1)
+    sched = optim.make_schedule(cfg.train)
+    assert np.isclose(sched(50), 0.5e-3) and np.isclose(sched(100), 1e-3)
+    assert np.isclose(sched(600), 1e-4 + 0.5 * (1e-3 - 1e-4))  # half way down the cosine
+    assert np.isclose(sched(1100), 1e-4) and np.isclose(sched(5000), 1e-4)
+    assert all(sched(i) >= sched(i + 50) for i in range(100, 1100, 50))
+    with pytest.raises(ValueError, match="lr_decay"):
+        optim.make_schedule(tf.tiny_config(lr_decay="linear").train)
