@@ -102,6 +102,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.train.compute_dtype = "float32" # or "bfloat16" (fp32 master weights either way)
     c.train.grad_accum = 1
     c.train.cond_dropout = 0.0        # >0 enables classifier-free guidance at sampling
+    c.train.loss_vel_weight = 0.0     # >0 adds MSE of frame differences of the x0 estimate (MDM); 0 = reference
+    c.train.loss_weighting = "none"   # "none" (reference) or "min_snr" (Min-SNR-gamma weights per diffusion step)
+    c.train.min_snr_gamma = 5.0
     c.train.checkpoint_every = 1000
     c.train.keep_checkpoints = 3
     c.train.log_every = 50

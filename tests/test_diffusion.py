@@ -89,3 +89,19 @@ def test_eps_x0_roundtrip(ref):
     x0 = D.x0_from_eps(ref, xt, t, eps)
     np.testing.assert_allclose(D.eps_from_x0(ref, xt, t, x0), eps, rtol=1e-4, atol=1e-4)
     assert D.sample_timesteps(jax.random.key(0), 64, 1000).max() < 1000
+
+
+def test_min_snr_weights_equalize_every_prediction_type_to_the_x0_error(ref):
+    """min(SNR, g) x x0-error for each parameterization: eps error = SNR x x0 error, v error =
+    (SNR + 1) x x0 error, so the weighted losses of the three types agree for the same x0 miss."""
+    s = ref
+    t = jnp.array([0, 50, 400, 800, 999])
+    ab = np.asarray(s.alphas_cumprod)[np.asarray(t)]
+    snr = ab / (1 - ab)
+    wx = np.asarray(D.loss_weights(s, t, "x0", "min_snr", 5.0))
+    np.testing.assert_allclose(wx, np.minimum(snr, 5.0), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(D.loss_weights(s, t, "eps", "min_snr", 5.0)) * snr, wx, rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(D.loss_weights(s, t, "v", "min_snr", 5.0)) * (snr + 1), wx, rtol=1e-4)
+    np.testing.assert_array_equal(np.asarray(D.loss_weights(s, t, "x0", "none")), np.ones(5))
+    with pytest.raises(ValueError, match="loss_weighting"):
+        D.loss_weights(s, t, "x0", "p2")

@@ -65,3 +65,45 @@ def test_cosine_decay_after_warmup_and_bad_decay_name():
     assert all(sched(i) >= sched(i + 50) for i in range(100, 1100, 50))
     with pytest.raises(ValueError, match="lr_decay"):
         optim.make_schedule(tf.tiny_config(lr_decay="linear").train)
+
+
+def _loss_and_parts(key, batch, **train):
+    """(loss from the train step's loss function, network output, target, x0 estimate, t), the
+    last four recomputed outside it with the same draw of t and noise."""
+    from flax import nnx
+    from gesture_jax.models import diffusion
+
+    mesh = mesh_lib.make_mesh("data:1", jax.devices()[:1])
+    cfg = tf.tiny_config(**train)
+    state, _, parts, _, _ = state_lib.create_train_state(
+        tf.tiny_model_fn(cfg), cfg.train, 0, mesh, shd.rules_from_config(cfg.mesh), 0)
+    loss_fn = step_lib.diffusion_loss_fn(cfg.diffusion, cfg.train, parts, mesh)
+    loss = float(loss_fn(state.params, state.model_state, batch, key, deterministic=True)[0])
+    sched = diffusion.make_schedule(cfg.diffusion)
+    x0 = batch["motion"]
+    k_t, k_noise, _, _ = jax.random.split(key, 4)
+    t = jax.random.randint(k_t, (x0.shape[0],), 0, int(cfg.diffusion.num_steps), jax.numpy.int32)
+    noise = jax.random.normal(k_noise, x0.shape)
+    x_t = diffusion.q_sample(sched, x0, t, noise)
+    pred = str(cfg.diffusion.prediction)
+    model = nnx.merge(parts.graphdef, state.params, parts.rng_state, state.model_state)
+    out = model(x_t, t, batch["audio"], deterministic=True)
+    target = diffusion.training_target(sched, x0, noise, t, pred)
+    return loss, np.asarray(out), np.asarray(target), np.asarray(diffusion.to_x0_eps(sched, out, x_t, t, pred)[0]), \
+        np.asarray(diffusion.loss_weights(sched, t, pred, "min_snr", float(cfg.train.min_snr_gamma)))
+
+
+def test_velocity_loss_and_min_snr_weighting_are_the_documented_terms():
+    batch = {k: jax.numpy.asarray(v) for k, v in tf.synthetic_batch(np.random.default_rng(0), 8).items()}
+    key = jax.random.key(3)
+    plain, out, target, x0_hat, w_snr = _loss_and_parts(key, batch)
+    np.testing.assert_allclose(plain, np.mean(np.square(out - target)), rtol=1e-5)
+    x0 = np.asarray(batch["motion"])
+    vel = float(np.mean(np.square(np.diff(x0_hat, axis=1) - np.diff(x0, axis=1))))
+    assert vel > 0
+    np.testing.assert_allclose(_loss_and_parts(key, batch, loss_vel_weight=2.5)[0] - plain, 2.5 * vel, rtol=1e-4)
+    assert not np.allclose(w_snr, 1.0)
+    np.testing.assert_allclose(_loss_and_parts(key, batch, loss_weighting="min_snr")[0],
+                               np.mean(w_snr[:, None, None] * np.square(out - target)), rtol=1e-5)
+    with pytest.raises(ValueError, match="loss_weighting"):
+        _loss_and_parts(key, batch, loss_weighting="p2")

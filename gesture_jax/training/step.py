@@ -1,7 +1,11 @@
 """The pure, jitted train step: ``(state, batch) -> (state, metrics)`` with donated state.
 
 One step: draw diffusion times and noise from ``fold_in(state.rng, state.step)``, noise the
-motion (``q_sample``), run the denoiser, MSE against the prediction target, gradients
+motion (``q_sample``), run the denoiser, MSE against the prediction target (per-example
+weights with ``train.loss_weighting="min_snr"``; plus, with
+``train.loss_vel_weight`` > 0, the MSE of the frame-to-frame differences of the implied
+clean motion, MDM's velocity loss: it weights the temporal detail that a plain MSE
+dilutes), gradients
 (averaged over ``grad_accum`` micro-batches by ``lax.scan``), clip, AdamW, optional EMA.
 
 Sharding: the state keeps the layout chosen by the rules (``in_shardings`` =
@@ -62,6 +66,10 @@ def diffusion_loss_fn(diffusion_cfg: Any, train_cfg: Any, parts: ModelParts,
     prediction = str(diffusion_cfg.prediction)
     cdtype = optim.compute_dtype(str(train_cfg.compute_dtype))
     cond_p = float(train_cfg.cond_dropout)
+    vel_w = float(train_cfg.get("loss_vel_weight", 0.0))
+    weighting = str(train_cfg.get("loss_weighting", "none"))
+    snr_gamma = float(train_cfg.get("min_snr_gamma", 5.0))
+    diffusion.loss_weights(schedule, jnp.zeros((1,), jnp.int32), prediction, weighting, snr_gamma)  # config errors now
 
     def loss_fn(params, model_state, batch: Batch, key: jax.Array, deterministic: bool = False):
         x0 = shd.constrain_batch(batch["motion"].astype(jnp.float32), mesh)     # [B,T,F]
@@ -91,7 +99,12 @@ def diffusion_loss_fn(diffusion_cfg: Any, train_cfg: Any, parts: ModelParts,
         out = model(x_t.astype(cdtype), t, audio.astype(cdtype), deterministic=deterministic,
                     cond_drop=cond_drop)                                        # [B,T,F]
         out = shd.constrain_batch(out.astype(jnp.float32), mesh)
-        loss = jnp.mean(jnp.square(out - target))
+        w_t = diffusion.loss_weights(schedule, t, prediction, weighting, snr_gamma)             # [B]
+        loss = jnp.mean(w_t[:, None, None] * jnp.square(out - target))
+        if vel_w > 0:  # MDM-style velocity term on the clean-motion estimate
+            x0_hat = diffusion.to_x0_eps(schedule, out, x_t, t, prediction)[0]
+            dv = jnp.diff(x0_hat, axis=1) - jnp.diff(x0, axis=1)                # [B,T-1,F]
+            loss = loss + vel_w * jnp.mean(jnp.square(dv))
         new_model_state = nnx.split(model, nnx.Param, nnx.RngState, ...)[3]
         new_model_state = jax.tree_util.tree_map(lambda n, o: n.astype(o.dtype), new_model_state, model_state)
         return loss, new_model_state
