@@ -211,7 +211,7 @@ def train_fgd_ae(cfg, workdir: str | None, out_flag: str | None, data_root: str 
 def resolved_sampling(generate_module, bundle, opts) -> dict[str, Any]:
     """The sampler settings generation will use (defaults filled in from the run), for metrics.json."""
     r = generate_module.resolve_options(bundle, opts)
-    out = {k: r[k] for k in ("sampler", "steps", "guidance", "eta", "overlap", "snap") if k in r}
+    out = {k: r[k] for k in ("sampler", "steps", "guidance", "eta", "overlap", "snap", "snap_steps") if k in r}
     out["seed"] = int(opts.seed)
     return out
 

@@ -293,7 +293,7 @@ def sample_timelines(bundle, features: Sequence[np.ndarray], opts: SamplingOptio
               f"frames, {r['sampler']} {r['steps']} steps"
               + (f", guidance {r['guidance']}" if r["guidance"] != 1.0 else ""), file=sys.stderr, flush=True)
     if r["snap"] > 0 and r["overlap"] > 0 and long_audio.snap_reach(r["overlap"], r["snap"]) > 0 \
-            and plan.num_windows > 2 * len(lengths):
+            and int(np.bincount(plan.timeline).max()) > 2:
         pre_opts = replace(opts, sampler="dpm-solver++", steps=min(r["snap_steps"], int(bundle.config.diffusion.num_steps)))
         pre = plan.split(_run_plan(bundle, plan, feats, pre_opts, progress, "placing borders"))
         plan = long_audio.plan_windows(lengths, r["window"], r["overlap"],
