@@ -98,7 +98,8 @@ def resolve_options(bundle, opts: SamplingOptions) -> dict[str, Any]:
         raise GenerateError(f"sample.snap_steps must be >= 1 when snapping, got {snap_steps}")
     return dict(sampler=sampler, steps=steps, guidance=guidance,
                 eta=float(cfg.sample.eta if opts.eta is None else opts.eta), fps=fps, window=window,
-                overlap=overlap, snap=int(round(snap_s * fps)), snap_steps=snap_steps, batch_windows=int(opts.batch_windows or cfg.sample.batch_windows),
+                overlap=overlap, snap=int(round(snap_s * fps)), snap_steps=snap_steps,
+                batch_windows=int(opts.batch_windows or cfg.sample.batch_windows),
                 prediction=str(cfg.diffusion.prediction), clip_x0=float(cfg.sample.get("clip_x0", 20.0)))
 
 
@@ -292,9 +293,9 @@ def sample_timelines(bundle, features: Sequence[np.ndarray], opts: SamplingOptio
         print(f"sampling {len(features)} file(s) x {K} sample(s): {plan.num_windows} windows of {r['window']} "
               f"frames, {r['sampler']} {r['steps']} steps"
               + (f", guidance {r['guidance']}" if r["guidance"] != 1.0 else ""), file=sys.stderr, flush=True)
-    if r["snap"] > 0 and r["overlap"] > 0 and long_audio.snap_reach(r["overlap"], r["snap"]) > 0 \
-            and int(np.bincount(plan.timeline).max()) > 2:
-        pre_opts = replace(opts, sampler="dpm-solver++", steps=min(r["snap_steps"], int(bundle.config.diffusion.num_steps)))
+    if long_audio.snap_reach(r["overlap"], r["snap"]) > 0 and int(np.bincount(plan.timeline).max()) > 2:
+        pre_steps = min(r["snap_steps"], int(bundle.config.diffusion.num_steps))
+        pre_opts = replace(opts, sampler="dpm-solver++", steps=pre_steps)
         pre = plan.split(_run_plan(bundle, plan, feats, pre_opts, progress, "placing borders"))
         plan = long_audio.plan_windows(lengths, r["window"], r["overlap"],
                                        cost=[border_cost(bundle, m) for m in pre], snap_frames=r["snap"])
@@ -312,10 +313,14 @@ def sample_features(bundle, features: Sequence[np.ndarray], lengths: Sequence[in
     features[i]: [L_i >= window, A] model-rate audio features; lengths[i]: frames to keep.
     All windows of all files and samples are denoised together in one jitted loop.
     """
-    K = int(opts.num_samples)
     out, plan = sample_timelines(bundle, features, opts, progress=progress)
-    parts = plan.split(out)
-    return [[parts[i * K + k][:int(lengths[i])] for k in range(K)] for i in range(len(features))]
+    return _per_file(plan.split(out), lengths, int(opts.num_samples))
+
+
+def _per_file(timelines: Sequence[Any], lengths: Sequence[int], k: int) -> list[list[Any]]:
+    """Per-timeline items (timeline s = file i * k + sample j) -> result[i][j], each cut to
+    lengths[i] frames."""
+    return [[timelines[i * k + j][:int(n)] for j in range(k)] for i, n in enumerate(lengths)]
 
 
 def generate_motion(bundle, waves: Sequence[np.ndarray] | np.ndarray, opts: SamplingOptions | None = None, *,
@@ -354,8 +359,7 @@ def generate_motion(bundle, waves: Sequence[np.ndarray] | np.ndarray, opts: Samp
         lengths.append(n)
     K = int(opts.num_samples)
     out, plan = sample_timelines(bundle, feats, opts, progress=progress)
-    parts = plan.split(out)
-    bvhs = [[bundle.pipeline.inverse(parts[i * K + k][:lengths[i]]) for k in range(K)] for i in range(len(feats))]
+    bvhs = [[bundle.pipeline.inverse(m) for m in per] for per in _per_file(plan.split(out), lengths, K)]
     if not return_borders:
         return bvhs
     borders = [[(lambda b: b[b < lengths[i]])(plan.border_frames(i * K + k)) for k in range(K)]
