@@ -49,7 +49,9 @@ def get_config():
     #  * attention without the reference's mask (self and future hidden): both directions;
     #  * 1500 steps: 3000 scored worse on FGD and BC (10 or 40 training files), with less motion;
     #  * EMA of the weights (decay 0.99, ~100 steps): held-out FGD 0.49 / 0.53 over two training
-    #    seeds against 0.64 / 0.59 from the last weights (DDPM-1000, seed 0). Tried and not kept:
+    #    seeds against 0.64 / 0.59 from the last weights (DDPM-1000, seed 0; the corpus before the
+    #    voice-driven gesture space: now FGD 0.40 / 0.71 / 0.57, BC 0.76 / 0.74 / 0.73 over sampling
+    #    seeds 0-2, README's table). Tried and not kept:
     #    cosine lr decay, v or eps prediction, Min-SNR weighting, a velocity loss (less motion),
     #    8 s windows, dim 96, conformer kernel 7 (FGD 0.46 but BC 0.66), 3000 steps.
     c.data.mirror = False
@@ -67,8 +69,9 @@ def get_config():
     c.train.eval_every = 250
     c.sample.sampler = "dpm-solver++"
     c.sample.steps = 20
-    # half a window, like the reference stride. Held-out BC with DDPM, seeds 0-2: 0.729-0.763 (1 s
-    # overlap: 0.694-0.737). Borders move up to base's sample.snap_s = 0.5 s to slow frames: p99
-    # joint speed at borders / elsewhere on 70 s, 16 samples: 0.71 (regular grid: 1.07)
+    # half a window, like the reference stride (an earlier corpus and model: held-out BC with DDPM,
+    # seeds 0-2, 0.729-0.763; with 1 s overlap 0.694-0.737). Borders move up to base's
+    # sample.snap_s = 0.5 s to slow frames: p99 joint speed at borders / elsewhere on 70 s, 16
+    # samples of an earlier model: 0.71 (regular grid: 1.07)
     c.sample.overlap_s = 2.0
     return base.finalize(c)

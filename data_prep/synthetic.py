@@ -17,7 +17,7 @@ Audio (16 kHz mono, 16-bit PCM): phrases of 2-5 *feet* separated by pauses (0.6-
 A foot is a stressed syllable followed by unstressed ones (each 0.13-0.28 s), voiced
 without a break, at least ``MIN_BEAT_GAP_S`` long with the 0.08-0.2 s silence after it, so
 syllables come at ~4/s and stressed ones (beats) every 0.75-1.2 s. Voicing is a harmonic
-series (speaker f0 95-210 Hz with phrase declination and a rise-fall accent on the
+series (speaker f0 85-150 Hz with phrase declination and a rise-fall accent on the
 stressed syllable) under two formant peaks per syllable, glided between syllables. The
 stressed syllable starts with a consonant-like noise burst and a 10 ms attack after
 silence (the audible onset librosa detects, about 50 ms late at hop 512); unstressed
@@ -34,6 +34,15 @@ configs/trinity.py; written at ``SOURCE_FPS``):
     stressed-syllable onset** (a pause in a movement, not a standstill: above the BC
     threshold), **and its peaks midway between consecutive beats**; nothing moves
     fast in pauses.
+  * **Speaker style from the voice**: how far the hands rise and spread while talking
+    (the phrase posture below) is the speaker's gesture space, ``gesture_space(f0)`` = 1.5
+    at the deepest voice (85 Hz) down to 0.5 at the highest (150 Hz), so the audio tells a
+    model how this speaker gestures. An earlier corpus drew a per-speaker loop size
+    independently of the voice: no model could learn it, and held-out FGD could not tell a
+    model that follows the audio from real motion of other speakers. The loops themselves
+    (which carry the beats) keep one size: scaling them moved a small gesturer's beat minima
+    below BC's 0.3 x mean-speed threshold (ground-truth BC 0.47). Voices stay at 85-150 Hz:
+    at 190-210 Hz librosa also fired on ~30 unstressed syllables per 24 s file (vs ~10).
   * **Phrase posture**: hands rise (0.4 s ramps, done 0.3 s before the phrase's first
     beat) while a phrase is voiced and return to rest in pauses; the head turns slowly during a phrase, alternating sides.
   * Idle sway of hips/spine/head/legs (independent of the audio): small sinusoids of
@@ -42,8 +51,8 @@ configs/trinity.py; written at ``SOURCE_FPS``):
     random offset per window there: its held-out FGD was 1.15-1.83 over training runs,
     and 0.33 with those 11 channels replaced by the real ones. Amplitudes keep the sway's
     speed (amplitude x frequency) as before, below the gesture's at the beats.
-On the demo corpus (40 + 3 files, seed 0) the held-out files score BC 0.763 at 20 fps over
-the upper-body joints with their own motion and 0.499 with the motion of training files
+On the demo corpus (40 + 3 files, seed 0) the held-out files score BC 0.765 at 20 fps over
+the upper-body joints with their own motion and 0.491 with the motion of training files
 (`python -m gesture_jax.evaluate`; tests/test_synthetic.py checks the gap on a smaller
 corpus). The sidecar ``*.onsets.json`` lists every syllable
 onset, its stress, the beats (stressed onsets) and phrase spans, in seconds.
@@ -68,6 +77,8 @@ CYCLE_HZ = 0.9                  # gesture loops per second at full phase speed
 HEAD_TURN_DEG_PER_S = 12.0      # head yaw speed while talking (alternating per phrase)
 MIN_BEAT_GAP_S = 0.75           # stressed syllables (gesture beats) at least this far apart
 UNSTRESSED_GAIN = 0.5           # loudness of unstressed syllables relative to stressed ones
+F0_RANGE = (85.0, 150.0)        # speaker pitch (Hz), uniform over speakers
+SPACE_RANGE = (0.5, 1.5)        # gesture space: SPACE_RANGE[1] at the deepest voice, [0] at the highest
 DEFAULTS = {"num_train": 10, "num_test": 3, "duration_s": 24.0, "seed": 0}
 
 # (name, parent, offset cm) in depth-first file order; left is +X (the figure faces +Z).
@@ -159,13 +170,26 @@ def plan_syllables(rng: np.random.Generator, duration_s: float) -> tuple[list[Sy
     return syl, phrases
 
 
+def gesture_space(base_f0: float) -> float:
+    """The speaker's gesture space (how far the hands rise while talking) from their voice.
+
+    Why tie it to the voice: a per-speaker style that the audio does not reveal is noise no
+    model can learn, and it makes FGD unable to tell a model that follows the audio from real
+    motion of other speakers (both are draws from the same marginal). Persona-Gestor's premise
+    is that the speech carries the speaker's style; here it does, through the pitch: deep
+    voices gesture high and wide.
+    """
+    u = (float(base_f0) - F0_RANGE[0]) / (F0_RANGE[1] - F0_RANGE[0])
+    return SPACE_RANGE[1] - (SPACE_RANGE[1] - SPACE_RANGE[0]) * min(max(u, 0.0), 1.0)
+
+
 def synthesize_audio(rng: np.random.Generator, syllables: Sequence[Syllable],
-                     phrases: Sequence[tuple[float, float]], duration_s: float) -> np.ndarray:
+                     phrases: Sequence[tuple[float, float]], duration_s: float,
+                     base_f0: float) -> np.ndarray:
     """Speech-like waveform [S] float32 in [-1, 1] at SAMPLE_RATE (see module docstring)."""
     sr = SAMPLE_RATE
     n = int(round(duration_s * sr))
     out = rng.normal(0.0, 10 ** (-55 / 20), n)  # quiet noise floor
-    base_f0 = rng.uniform(95.0, 210.0)
     feet: dict[int, list[Syllable]] = {}
     for s in syllables:
         feet.setdefault(s.foot, []).append(s)
@@ -195,8 +219,10 @@ def synthesize_audio(rng: np.random.Generator, syllables: Sequence[Syllable],
             wave_ += amp * np.sin(h * phase)
         # loudness: stressed syllable 1, unstressed UNSTRESSED_GAIN, smooth dips (no silence)
         # between syllables; a sharp 10 ms attack after a consonant-like noise burst at the
-        # foot's onset (the audible beat) and an exponential release at its end
-        gain = np.where(k == 0, 1.0, UNSTRESSED_GAIN) * (0.6 + 0.4 * np.sin(np.pi * u) ** 0.5)
+        # foot's onset (the audible beat) and an exponential release at its end. The dips are
+        # raised-cosine (sin^2): sin^0.5 rose steeply at each syllable start, which librosa's
+        # detector took for more onsets (one 190 Hz file: 33 -> 26 of its 59 unstressed syllables)
+        gain = np.where(k == 0, 1.0, UNSTRESSED_GAIN) * (0.6 + 0.4 * np.sin(np.pi * u) ** 2)
         attack = 0.5 - 0.5 * np.cos(np.pi * np.minimum(t / 0.010, 1.0))
         release = np.exp(-2.5 * np.maximum(t - (dur - 0.4 * d[-1]), 0) / d[-1])
         burst_n = min(int(0.015 * sr), m)
@@ -225,12 +251,15 @@ def _smooth_steps(t: np.ndarray, spans: Sequence[tuple[float, float]], ramp: flo
 
 
 def synthesize_motion(rng: np.random.Generator, skel: Skeleton, syllables: Sequence[Syllable],
-                      phrases: Sequence[tuple[float, float]], duration_s: float) -> np.ndarray:
-    """Channel values [N, C] at SOURCE_FPS (degrees / cm) driven by the syllable plan."""
+                      phrases: Sequence[tuple[float, float]], duration_s: float,
+                      space: float = 1.0) -> np.ndarray:
+    """Channel values [N, C] at SOURCE_FPS (degrees / cm) driven by the syllable plan.
+
+    space: the speaker's gesture space (`gesture_space` of their voice).
+    """
     n = int(round(duration_s * SOURCE_FPS))
     t = np.arange(n) / SOURCE_FPS
     beats = np.array([s.onset for s in syllables if s.stress > 0.5])   # stressed onsets
-    style = rng.uniform(0.8, 1.25)  # per-"speaker" gesture size
     # posture (hands up while talking) is reached 0.3 s before the phrase's first beat
     talk = _smooth_steps(t, [(a - 0.5, b + 0.1) for a, b in phrases], 0.4)
     # Gesture phase: while a phrase is voiced (from a 0.4 s preparation before it) the hands
@@ -260,13 +289,13 @@ def synthesize_motion(rng: np.random.Generator, skel: Skeleton, syllables: Seque
     rot["Head"][:, 2] = head_turn + sway(0.29, 0.52)
     # arms: rest pose lowered 75 deg from the T-pose, elbows bent; phrases raise the hands;
     # the gesture phase moves each hand on a loop (shoulder lift x elbow flexion)
-    rot["RightArm"][:, 0] = 75.0 - 12.0 * talk - 9.0 * style * talk * (1.0 + s_)
-    rot["LeftArm"][:, 0] = -(75.0 - 10.0 * talk - 6.0 * style * talk * (1.0 + c))
+    rot["RightArm"][:, 0] = 75.0 - 12.0 * space * talk - 9.0 * talk * (1.0 + s_)
+    rot["LeftArm"][:, 0] = -(75.0 - 10.0 * space * talk - 6.0 * talk * (1.0 + c))
     # Y (applied first, before the lowering Z) swings the upper arm forward: the elbows loop too
-    rot["RightArm"][:, 2] = -10.0 * talk + 10.0 * style * talk * c
-    rot["LeftArm"][:, 2] = 10.0 * talk - 7.0 * style * talk * s_
-    rot["RightForeArm"][:, 2] = 40.0 + 20.0 * talk + 16.0 * style * talk * c
-    rot["LeftForeArm"][:, 2] = -(40.0 + 15.0 * talk + 11.0 * style * talk * -s_)
+    rot["RightArm"][:, 2] = -10.0 * space * talk + 10.0 * talk * c
+    rot["LeftArm"][:, 2] = 10.0 * space * talk - 7.0 * talk * s_
+    rot["RightForeArm"][:, 2] = 40.0 + 20.0 * space * talk + 16.0 * talk * c
+    rot["LeftForeArm"][:, 2] = -(40.0 + 15.0 * space * talk + 11.0 * talk * -s_)
     rot["RightHand"][:, 1] = -6.0 * talk * s_
     rot["LeftHand"][:, 1] = -6.0 * talk * c
     for side, sgn in (("Right", 1.0), ("Left", -1.0)):
@@ -300,15 +329,17 @@ def generate_file(out_dir: Path, stem: str, seed: int, duration_s: float) -> dic
     rng = np.random.default_rng(seed)
     skel = make_skeleton()
     syllables, phrases = plan_syllables(rng, duration_s)
-    audio = synthesize_audio(rng, syllables, phrases, duration_s)
-    frames = synthesize_motion(rng, skel, syllables, phrases, duration_s)
+    base_f0 = float(rng.uniform(*F0_RANGE))
+    space = gesture_space(base_f0)
+    audio = synthesize_audio(rng, syllables, phrases, duration_s, base_f0)
+    frames = synthesize_motion(rng, skel, syllables, phrases, duration_s, space)
     write_wav(out_dir / f"{stem}.wav", audio)
     write_bvh(out_dir / f"{stem}.bvh", BVH(skel, frames, 1.0 / SOURCE_FPS))
     side = {"onsets_s": [s.onset for s in syllables], "stress": [s.stress for s in syllables],
             "beats_s": [s.onset for s in syllables if s.stress > 0.5],
             "phrases_s": [[round(a, 6), round(b, 6)] for a, b in phrases],
             "beat_sigma_s": BEAT_SIGMA_S, "source_fps": SOURCE_FPS, "sample_rate": SAMPLE_RATE,
-            "cycle_hz": CYCLE_HZ,
+            "cycle_hz": CYCLE_HZ, "base_f0_hz": round(base_f0, 3), "gesture_space": round(space, 4),
             "design": "upper-body joint speed has a local minimum at every beat (stressed-syllable onset) "
                       "and its peak midway between beats; see data_prep/synthetic.py"}
     (out_dir / f"{stem}.onsets.json").write_text(json.dumps(side, indent=1) + "\n")
