@@ -134,6 +134,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.sample.overlap_s = 2.0          # long audio: overlap between consecutive windows
     c.sample.snap_s = 0.5             # move each window border up to this far to where the motion is slowest (0 = off)
     c.sample.snap_steps = 5           # ... as found by a pre-pass of this many DPM-Solver++ steps (same seed)
+    c.sample.smooth_sigma = 0.0       # Gaussian smoothing (std, frames at data.fps) of the sampled motion (0 = off, as the reference)
     c.sample.batch_windows = 8
     c.sample.clip_x0 = 20.0           # bound on |x0| estimates (standardized units) in every sampler; 0 = off
 

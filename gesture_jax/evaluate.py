@@ -44,6 +44,8 @@ flags.DEFINE_string("sampler", None, "ddpm | ddim | dpm-solver++ (default: the r
 flags.DEFINE_integer("steps", None, "Sampling steps (default: the generator's default for the sampler).")
 flags.DEFINE_float("eta", None, "DDIM eta.")
 flags.DEFINE_float("guidance", None, "Classifier-free guidance weight.")
+flags.DEFINE_float("smooth_sigma", None, "Gaussian smoothing of the generated motion, std in frames "
+                   "(default: the run's cfg.sample.smooth_sigma; 0 = off).")
 flags.DEFINE_integer("seed", 0, "Sampling and random-baseline seed.")
 flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
 flags.DEFINE_integer("max_files", 0, "Evaluate only the first N files of the split (0 = all).")
@@ -211,7 +213,7 @@ def train_fgd_ae(cfg, workdir: str | None, out_flag: str | None, data_root: str 
 def resolved_sampling(generate_module, bundle, opts) -> dict[str, Any]:
     """The sampler settings generation will use (defaults filled in from the run), for metrics.json."""
     r = generate_module.resolve_options(bundle, opts)
-    out = {k: r[k] for k in ("sampler", "steps", "guidance", "eta", "overlap", "snap", "snap_steps") if k in r}
+    out = {k: r[k] for k in ("sampler", "steps", "guidance", "eta", "overlap", "snap", "snap_steps", "smooth") if k in r}
     out["seed"] = int(opts.seed)
     return out
 
@@ -219,6 +221,7 @@ def resolved_sampling(generate_module, bundle, opts) -> dict[str, Any]:
 def evaluate_run(workdir: str, out: Path, *, split: str | None = None, eval_cfg=None, fgd_ae: str | None = None,
                  sampler: str | None = None, steps: int | None = None, eta: float | None = None,
                  guidance: float | None = None, seed: int = 0, step: int | None = None, max_files: int = 0,
+                 smooth_sigma: float | None = None,
                  data_root: str | None = None, baselines_only: bool = False,
                  save_motion: bool = False, bundle=None) -> dict:
     """Generate for every file of the split, score model + baselines, write metrics.json/png.
@@ -283,7 +286,8 @@ def evaluate_run(workdir: str, out: Path, *, split: str | None = None, eval_cfg=
     sampling: dict[str, Any] = {}
     if bundle is not None:
         from gesture_jax import generate
-        opts = generate.SamplingOptions(sampler=sampler, steps=steps, eta=eta, guidance=guidance, seed=seed)
+        opts = generate.SamplingOptions(sampler=sampler, steps=steps, eta=eta, guidance=guidance, seed=seed,
+                                        smooth_sigma=smooth_sigma)
         sampling = resolved_sampling(generate, bundle, opts)
         t1 = time.perf_counter()
         bvhs = generate.generate_motion(bundle, waves, opts, progress=True)
@@ -370,7 +374,7 @@ def main(argv: Sequence[str]) -> None:
                               sampler=FLAGS.sampler, steps=FLAGS.steps, eta=FLAGS.eta, guidance=FLAGS.guidance,
                               seed=FLAGS.seed, step=FLAGS.step, max_files=FLAGS.max_files,
                               data_root=FLAGS.data_root, baselines_only=FLAGS.baselines_only,
-                              save_motion=FLAGS.save_motion)
+                              save_motion=FLAGS.save_motion, smooth_sigma=FLAGS.smooth_sigma)
         _print_table(report)
         print(f"wrote {out / 'metrics.json'} and {out / 'metrics.png'}")
     except EvaluateError as e:

@@ -53,6 +53,7 @@ class SamplingOptions:
     num_samples: int = 1
     overlap_s: float | None = None
     snap_s: float | None = None
+    smooth_sigma: float | None = None
     batch_windows: int | None = None
 
 
@@ -96,7 +97,10 @@ def resolve_options(bundle, opts: SamplingOptions) -> dict[str, Any]:
     snap_steps = int(cfg.sample.get("snap_steps", 5))
     if snap_s > 0 and snap_steps < 1:
         raise GenerateError(f"sample.snap_steps must be >= 1 when snapping, got {snap_steps}")
-    return dict(sampler=sampler, steps=steps, guidance=guidance,
+    smooth = float(cfg.sample.get("smooth_sigma", 0.0) if opts.smooth_sigma is None else opts.smooth_sigma)
+    if not (math.isfinite(smooth) and smooth >= 0):
+        raise GenerateError(f"smooth_sigma must be >= 0 frames, got {smooth}")
+    return dict(sampler=sampler, steps=steps, guidance=guidance, smooth=smooth,
                 eta=float(cfg.sample.eta if opts.eta is None else opts.eta), fps=fps, window=window,
                 overlap=overlap, snap=int(round(snap_s * fps)), snap_steps=snap_steps,
                 batch_windows=int(opts.batch_windows or cfg.sample.batch_windows),
@@ -300,6 +304,8 @@ def sample_timelines(bundle, features: Sequence[np.ndarray], opts: SamplingOptio
         plan = long_audio.plan_windows(lengths, r["window"], r["overlap"],
                                        cost=[border_cost(bundle, m) for m in pre], snap_frames=r["snap"])
     out = _run_plan(bundle, plan, feats, opts, progress, r["sampler"])
+    if r["smooth"] > 0:
+        out = long_audio.smooth_timelines(out, plan, r["smooth"])
     if progress:
         print(f"sampled in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     return out, plan
@@ -329,7 +335,7 @@ def generate_motion(bundle, waves: Sequence[np.ndarray] | np.ndarray, opts: Samp
 
     waves: one float32 [S] array or a list of them (use gesture_jax.audio.io.load_audio for
     files). Options as SamplingOptions or keyword arguments (sampler=, steps=, guidance=,
-    eta=, seed=, num_samples=, overlap_s=, snap_s=, batch_windows=). Each BVH has
+    eta=, seed=, num_samples=, overlap_s=, snap_s=, smooth_sigma=, batch_windows=). Each BVH has
     floor(S * fps / 16000) frames in the dataset skeleton at the dataset fps.
     return_borders: also return borders[file][sample], the frames where a model window
     starts or ends (for seam checks), as (bvhs, borders).
@@ -418,6 +424,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--overlap_s", type=float, default=None, help="overlap of consecutive windows (s)")
     ap.add_argument("--snap_s", type=float, default=None,
                     help="move each window border up to this far (s) to where a short pre-pass moves slowest (0 = regular grid)")
+    ap.add_argument("--smooth_sigma", type=float, default=None,
+                    help="Gaussian smoothing of the sampled motion over time, std in frames at the model fps "
+                         "(default: the run's sample.smooth_sigma; 0 = off)")
     ap.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     ap.add_argument("--video", action="store_true", help="also write a stick-figure MP4 with the audio")
     a = ap.parse_args(argv)
@@ -429,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bundle = load_bundle(a.workdir, a.step)
         opts = SamplingOptions(sampler=a.sampler, steps=a.steps, eta=a.eta, guidance=a.guidance, seed=a.seed,
                                num_samples=a.num_samples, overlap_s=a.overlap_s,
-                               snap_s=a.snap_s)
+                               snap_s=a.snap_s, smooth_sigma=a.smooth_sigma)
         resolve_options(bundle, opts)  # option errors before any audio work
     except GenerateError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -93,6 +93,9 @@ def test_evaluate_model_path_with_random_weights_is_seed_deterministic(tmp_path)
     for k in ("fgd", "fgd_raw", "bc", "l1div", "jerk", "acceleration"):
         assert k in r1 and k in r1["summary"]["model"]
     assert r1["jerk"] != r3["jerk"]  # the seed reaches the sampler
+    r4 = evaluate.evaluate_run(str(run), tmp_path / "o4", seed=1, smooth_sigma=2.0, **kw)
+    assert r1["sampling"]["smooth"] == cfg.sample.smooth_sigma and r4["sampling"]["smooth"] == 2.0
+    assert r4["jerk"] < 0.5 * r1["jerk"]  # --smooth_sigma reaches generation and is recorded
     assert sorted(p.name for p in (tmp_path / "o1" / "motion").iterdir()) == [f + ".bvh" for f in r1["files"]]
 
 

@@ -95,6 +95,21 @@ def test_guidance_needs_a_model_trained_with_cond_dropout(bundle):
             bundle.config.train.cond_dropout = 0.0
 
 
+def test_smooth_sigma_smooths_each_file_and_sample_on_its_own(bundle):
+    """--smooth_sigma is a Gaussian over time of the sampled features, per timeline (no blur across files)."""
+    feats = [G.audio_features(bundle, w)[0] for w in (_wave(4.5), _wave(6.0, seed=1))]
+    kw = dict(sampler="dpm-solver++", steps=4, seed=1, num_samples=2)
+    raw, plan = G.sample_timelines(bundle, feats, G.SamplingOptions(**kw), progress=False)
+    smooth, _ = G.sample_timelines(bundle, feats, G.SamplingOptions(smooth_sigma=1.0, **kw), progress=False)
+    from scipy.ndimage import gaussian_filter1d
+    for r, s in zip(plan.split(raw), plan.split(smooth)):  # 4 timelines: 2 files x 2 samples
+        np.testing.assert_allclose(s, gaussian_filter1d(r, 1.0, axis=0, mode="nearest"), atol=1e-5)
+        assert np.abs(np.diff(s, 3, axis=0)).mean() < 0.5 * np.abs(np.diff(r, 3, axis=0)).mean()
+    assert G.resolve_options(bundle, G.SamplingOptions())["smooth"] == bundle.config.sample.smooth_sigma
+    with pytest.raises(G.GenerateError, match="smooth_sigma"):
+        G.resolve_options(bundle, G.SamplingOptions(smooth_sigma=-1.0))
+
+
 def test_bad_requests_are_clear(bundle):
     with pytest.raises(G.GenerateError, match="too short|at least 1.0 s"):
         G.generate_motion(bundle, _wave(0.3))
