@@ -51,7 +51,7 @@ def get_config():
     #  * EMA of the weights (decay 0.99, ~100 steps): held-out FGD 0.49 / 0.53 over two training
     #    seeds against 0.64 / 0.59 from the last weights (DDPM-1000, seed 0; the corpus before the
     #    voice-driven gesture space: now FGD 0.40 / 0.71 / 0.57, BC 0.76 / 0.74 / 0.73 over sampling
-    #    seeds 0-2, README's table). Tried and not kept:
+    #    seeds 0-2 with smooth_sigma=0; README's table). Tried and not kept:
     #    cosine lr decay, v or eps prediction, Min-SNR weighting, a velocity loss (less motion),
     #    8 s windows, dim 96, conformer kernel 7 (FGD 0.46 but BC 0.66), 3000 steps.
     c.data.mirror = False

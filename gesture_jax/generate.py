@@ -205,7 +205,8 @@ def build_sampling_fn(bundle, plan, opts: SamplingOptions = SamplingOptions()):
     w = r["guidance"]
     bw = max(1, r["batch_windows"])
     graphdef, state = nnx.split(model)
-    key_ = (id(model), tuple(sorted(r.items())), coeffs.ts.tobytes(), coeffs.a.tobytes(), coeffs.b.tobytes(),
+    traced = {k: v for k, v in r.items() if k not in ("smooth", "snap", "snap_steps")}  # used outside the jit
+    key_ = (id(model), tuple(sorted(traced.items())), coeffs.ts.tobytes(), coeffs.a.tobytes(), coeffs.b.tobytes(),
             coeffs.c.tobytes(), coeffs.s.tobytes())
     jitted = _COMPILED.get(key_)
     if jitted is None:

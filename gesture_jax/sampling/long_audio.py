@@ -30,9 +30,10 @@ quarter of the overlap, so every overlap keeps at least half its length) to wher
 motion is slowest. Where that is comes from a short pre-pass (generate.py: the same seed,
 `snap_steps` DPM-Solver++ steps on the regular grid, joint speed by forward kinematics);
 a dynamic program then places all borders of a timeline together (each window has two:
-its start and its end). Measured on the demo model (16 samples, 70 s): p99 at borders /
-elsewhere 1.07 on the regular grid, 0.73 snapped. Disjoint windows cannot move (their
-borders must tile) and still show their 6-8x jumps, so the check still sees real seams.
+its start and its end). Measured on an earlier demo model (16 samples, 70 s): p99 at
+borders / elsewhere 1.07 on the regular grid, 0.73 snapped (the current one, 4 samples:
+0.99 / 0.68). Disjoint windows cannot move (their borders must tile) and still show their
+6-8x jumps, so the check still sees real seams (all without the smooth_sigma post-filter).
 The test tests/test_generate_trained.py checks the seam criterion (joint-speed 99th
 percentile at window borders no higher than elsewhere) on a trained demo model.
 """
@@ -230,7 +231,9 @@ def gather_windows(features: Sequence[np.ndarray], plan: WindowPlan, frames_per_
 
 def smooth_timelines(flat: np.ndarray, plan: WindowPlan, sigma: float) -> np.ndarray:
     """Gaussian smoothing over time (std `sigma` frames) of each timeline of a flat [total, F]
-    array on its own (edges repeat the end frame; no blur across files or samples).
+    array on its own (edges repeat the end frame; no blur across files or samples). A clip
+    shorter than one window was padded to it, so its last ~3 sigma kept frames also see
+    motion made for the padding.
 
     Why: a small x0 network returns even a nearly clean input with a little frame-to-frame
     error of its own (demo model, ground truth noised at t <= 30 of 1000: high-frequency
