@@ -51,8 +51,8 @@ configs/trinity.py; written at ``SOURCE_FPS``):
     random offset per window there: its held-out FGD was 1.15-1.83 over training runs,
     and 0.33 with those 11 channels replaced by the real ones. Amplitudes keep the sway's
     speed (amplitude x frequency) as before, below the gesture's at the beats.
-On the demo corpus (40 + 3 files, seed 0) the held-out files score BC 0.765 at 20 fps over
-the upper-body joints with their own motion and 0.491 with the motion of training files
+On the demo corpus (40 + 6 files, seed 0) the held-out files score BC 0.794 at 20 fps over
+the upper-body joints with their own motion and 0.604 with the motion of training files
 (`python -m gesture_jax.evaluate`; tests/test_synthetic.py checks the gap on a smaller
 corpus). The sidecar ``*.onsets.json`` lists every syllable
 onset, its stress, the beats (stressed onsets) and phrase spans, in seconds.

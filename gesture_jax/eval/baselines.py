@@ -23,9 +23,9 @@ model below it generates motion closer to this audio's ground truth than real mo
 for other speech.
 
 BC rewards many speed minima: `random_noise` moves every upper-body joint independently every
-frame, so some joint has a minimum within sigma of almost any onset. On the 3 held-out demo
-files it scores 0.68-0.71 against ground truth 0.77 and mismatched 0.49 (heading-free
-positions), while its jerk is ~140x the ground truth's and its speed-histogram distance 0.47
+frame, so some joint has a minimum within sigma of almost any onset. On the 6 held-out demo
+files it scores 0.69-0.70 against ground truth 0.79 and mismatched 0.60 (heading-free
+positions), while its jerk is ~140x the ground truth's and its speed-histogram distance 0.48
 (ground truth 0). Read BC next to jerk and the speed histogram.
 """
 from __future__ import annotations
