@@ -223,8 +223,8 @@ def build_sampling_fn(bundle, plan, opts: SamplingOptions = SamplingOptions()):
                         return m.denoise(x, tt, c, deterministic=True)
                     both = m.denoise(jnp.concatenate([x, x]), jnp.concatenate([tt, tt]),
                                      jnp.concatenate([c, jnp.broadcast_to(null, c.shape)]), deterministic=True)
-                    oc, ou = jnp.split(both, 2)
-                    return ou + w * (oc - ou)  # CFG in output space (linear, so = eps-space guidance)
+                    oc, ou = jnp.split(both, 2)  # [bw, T, F] each: conditional, unconditional
+                    return samplers.guided_output(oc, ou, w)
                 return _chunked(chunk, (x_t, cond), bw)
 
             window_x0 = samplers.model_x0_fn(net, ab, r["prediction"], clip=r["clip_x0"] or None)

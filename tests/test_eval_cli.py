@@ -1,4 +1,5 @@
-"""Baselines, and the evaluate command end to end on a tiny synthetic corpus (baselines only)."""
+"""Baselines, and the evaluate command end to end on a tiny synthetic corpus: baselines only, and
+with a random-weight model (the generation branch)."""
 import json
 import shutil
 
@@ -64,18 +65,23 @@ def _tiny_run(tmp_path):
     return cfg, run, ae_dir
 
 
-@pytest.mark.slow
-def test_evaluate_model_path_with_random_weights_is_seed_deterministic(tmp_path):
-    """The generation path of evaluate_run (random-weight denoiser: no training needed)."""
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """(cfg, workdir, FGD AE dir) of _tiny_run, built once for this module; tests must not change it."""
+    return _tiny_run(tmp_path_factory.mktemp("tiny_run"))
+
+
+def _random_weight_bundle(cfg, run, step: int = 7):
+    """An inference bundle for `run` with a random-weight, demo-shaped 1-block denoiser (no training)."""
+    import copy
     import types
 
     from flax import nnx
 
-    from gesture_jax import evaluate
     from gesture_jax.models.denoiser import build_denoiser
     from gesture_jax.motion.pipeline import MotionPipeline
 
-    cfg, run, ae_dir = _tiny_run(tmp_path)
+    cfg = copy.deepcopy(cfg)
     with cfg.unlocked():
         cfg.model.depth, cfg.model.dim, cfg.model.heads = 1, 32, 2
         cfg.diffusion.num_steps = 20
@@ -83,27 +89,70 @@ def test_evaluate_model_path_with_random_weights_is_seed_deterministic(tmp_path)
     pipe = MotionPipeline.load(run / "data" / "motion_pipeline")
     window = int(cfg.data.window_s * cfg.data.fps)
     model = build_denoiser(cfg.model, pipe.feature_dim, man["audio"]["dim"], window, nnx.Rngs(0), fps=cfg.data.fps)
-    bundle = types.SimpleNamespace(config=cfg, model=model, pipeline=pipe, step=7, manifest={})
-    kw = dict(bundle=bundle, fgd_ae=str(ae_dir), sampler="ddim", steps=3)
-    r1 = evaluate.evaluate_run(str(run), tmp_path / "o1", seed=1, save_motion=True, **kw)
-    evaluate.evaluate_run(str(run), tmp_path / "o2", seed=1, **kw)
-    r3 = evaluate.evaluate_run(str(run), tmp_path / "o3", seed=2, **kw)
-    assert (tmp_path / "o1" / "metrics.json").read_bytes() == (tmp_path / "o2" / "metrics.json").read_bytes()
-    assert r1["checkpoint_step"] == 7 and r1["sampling"]["sampler"] == "ddim" and r1["sampling"]["steps"] == 3
+    return types.SimpleNamespace(config=cfg, model=model, pipeline=pipe, step=step, manifest={})
+
+
+def test_evaluate_model_branch_generates_trims_saves_and_passes_seed_and_smoothing(tiny_run, tmp_path):
+    """evaluate_run with a model (random weights, DDIM-2) on both 6 s test files, whose WAVs are
+    cut to 5 s and padded to 7 s in a copy of the corpus (--data_root): generation gives 100 and
+    140 frames against 120 of ground truth, so every set is scored on the shorter of the two
+    per file (100, 120); --save_motion writes each file's generated BVH untrimmed, and it is
+    exactly generate_motion's output with the requested seed and smooth_sigma (not seed 0, not
+    the config's 0.75 frames), which metrics.json records."""
+    import soundfile as sf
+
+    from gesture_jax import evaluate
+    from gesture_jax import generate as G
+    from gesture_jax.audio.io import load_audio
+    from gesture_jax.motion.bvh import read_bvh
+
+    cfg, run, ae_dir = tiny_run
+    bundle = _random_weight_bundle(cfg, run)
+    src = tmp_path / "src"
+    shutil.copytree(cfg.data.root, src)
+    wavs = sorted(src.glob("demo_test_*.wav"))
+    ids = [w.stem for w in wavs]
+    for w, seconds in zip(wavs, (5.0, 7.0)):
+        wave, sr = sf.read(str(w), dtype="float32")
+        n = int(seconds * sr)
+        sf.write(str(w), np.pad(wave, (0, max(0, n - len(wave))))[:n], sr)
+    real = [len(evaluate.canonical_positions(bundle.pipeline, read_bvh(w.with_suffix(".bvh")))) for w in wavs]
+    assert real == [120, 120]
+    smooth = 2.0
+    assert smooth != cfg.sample.smooth_sigma
+    r = evaluate.evaluate_run(str(run), tmp_path / "o", bundle=bundle, fgd_ae=str(ae_dir), data_root=str(src),
+                              sampler="ddim", steps=2, seed=3, smooth_sigma=smooth, save_motion=True)
+
+    assert r["files"] == ids and r["checkpoint_step"] == 7
+    assert {k: r["sampling"][k] for k in ("sampler", "steps", "seed", "smooth")} == \
+        {"sampler": "ddim", "steps": 2, "seed": 3, "smooth": smooth}
+    assert r["frames"] == [100, 120]  # min(generated, ground truth) per file
+    for name, row in r["sets"].items():
+        assert [row["per_file"][f]["frames"] for f in ids] == [100, 120], name
     for k in ("fgd", "fgd_raw", "bc", "l1div", "jerk", "acceleration"):
-        assert k in r1 and k in r1["summary"]["model"]
-    assert r1["jerk"] != r3["jerk"]  # the seed reaches the sampler
-    r4 = evaluate.evaluate_run(str(run), tmp_path / "o4", seed=1, smooth_sigma=2.0, **kw)
-    assert r1["sampling"]["smooth"] == cfg.sample.smooth_sigma and r4["sampling"]["smooth"] == 2.0
-    assert r4["jerk"] < 0.5 * r1["jerk"]  # sigma 2 vs the config's: the flag reaches generation and is recorded
-    assert sorted(p.name for p in (tmp_path / "o1" / "motion").iterdir()) == [f + ".bvh" for f in r1["files"]]
+        assert r[k] == r["summary"]["model"][k]
+    assert r["summary"]["model"]["fgd_raw"] > 1.0 and abs(r["summary"]["ground_truth"]["fgd_raw"]) < 1e-6
+
+    saved = [read_bvh(tmp_path / "o" / "motion" / f"{f}.bvh") for f in ids]
+    assert sorted(p.name for p in (tmp_path / "o" / "motion").iterdir()) == [f + ".bvh" for f in ids]
+    assert [b.num_frames for b in saved] == [100, 140]
+    waves = [load_audio(w) for w in wavs]
+
+    def direct(**kw) -> list[np.ndarray]:
+        return [per[0].frames for per in G.generate_motion(bundle, waves, sampler="ddim", steps=2, **kw)]
+
+    want = direct(seed=3, smooth_sigma=smooth)
+    for b, x in zip(saved, want):
+        np.testing.assert_allclose(b.frames, x, atol=1e-3)  # BVH text precision
+    for other in (direct(seed=0, smooth_sigma=smooth), direct(seed=3)):
+        assert max(np.abs(b.frames - x).max() for b, x in zip(saved, other)) > 0.1
 
 
-def test_evaluate_baselines_end_to_end_is_deterministic(tmp_path):
+def test_evaluate_baselines_end_to_end_is_deterministic(tiny_run, tmp_path):
     """Synthetic corpus -> prepare -> FGD AE -> evaluate --baselines_only twice -> identical metrics.json."""
     from gesture_jax import evaluate
 
-    cfg, run, ae_dir = _tiny_run(tmp_path)
+    cfg, run, ae_dir = tiny_run
     assert json.loads((ae_dir / "meta.json").read_text())["stride"] == 17
     reports = [evaluate.evaluate_run(str(run), tmp_path / f"out{i}", baselines_only=True, fgd_ae=str(ae_dir))
                for i in (1, 2)]

@@ -107,20 +107,30 @@ def test_model_x0_fn_prediction_types_agree():
         np.testing.assert_allclose(np.asarray(S.model_x0_fn(out, AB, pred)(x, t)), np.asarray(x0), atol=1e-4)
 
 
-def test_guidance_is_eps_space_guidance():
-    """Mixing x0 estimates equals mixing eps predictions (the usual CFG definition)."""
-    shift = jnp.array([0.3, -0.1, 0.2, 0.0])
-
-    def eps_c(x, t):
-        return exact_eps(x, t) + shift
-
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_output_space_guidance_is_eps_space_guidance(prediction):
+    """samplers.guided_output (the CFG mix generate.py applies to the network's two outputs),
+    followed by model_x0_fn, gives the x0 of the usual eps-space guidance eps_u + w (eps_c - eps_u)
+    for every prediction type; w = 1 is the conditional output itself; swapped branches differ."""
     x = jax.random.normal(jax.random.key(0), (2, 4))
-    t = jnp.int32(700)
+    t = jnp.int32(300)
+    a, sg = jnp.sqrt(ABJ[t]), jnp.sqrt(1 - ABJ[t])
     w = 2.5
-    g = S.guided_x0_fn(S.model_x0_fn(eps_c, AB, "eps"), S.model_x0_fn(exact_eps, AB, "eps"), w)(x, t)
-    eps_g = exact_eps(x, t) + w * shift
-    want = (x - jnp.sqrt(1 - ABJ[t]) * eps_g) / jnp.sqrt(ABJ[t])
-    np.testing.assert_allclose(np.asarray(g), np.asarray(want), atol=1e-4)
+
+    def as_output(eps):  # what an eps / x0 / v network with this eps prediction returns at (x, t)
+        x0 = (x - sg * eps) / a
+        return {"eps": eps, "x0": x0, "v": a * eps - sg * x0}[prediction]
+
+    def to_x0(out):
+        return np.asarray(S.model_x0_fn(lambda xx, tt: out, AB, prediction)(x, t))
+
+    eps_u = exact_eps(x, t)
+    eps_c = eps_u + jnp.array([0.3, -0.1, 0.2, 0.0])  # audio pulls eps this way
+    out_c, out_u = as_output(eps_c), as_output(eps_u)
+    want = np.asarray((x - sg * (eps_u + w * (eps_c - eps_u))) / a)
+    np.testing.assert_allclose(to_x0(S.guided_output(out_c, out_u, w)), want, atol=1e-4)
+    assert np.abs(to_x0(S.guided_output(out_u, out_c, w)) - want).max() > 0.1  # swapped branches
+    assert S.guided_output(out_c, out_u, 1.0) is out_c  # no guidance: nothing computed
 
 
 def test_bad_arguments_are_clear():

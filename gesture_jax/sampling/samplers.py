@@ -23,9 +23,9 @@ defaults to sample.eta = 1.
 
 The model enters only through `x0_fn(x_t, t) -> x0`, the clean-data estimate at integer
 training timestep `t`. `model_x0_fn` converts an eps / x0 / v network to that form;
-`guided_x0_fn` applies classifier-free guidance (guidance is linear in eps, and x0 is affine
-in eps for fixed x_t, so mixing x0 estimates is exactly eps-space guidance). The long-audio
-window fusion (long_audio.py) is another such wrapper.
+classifier-free guidance mixes the network's conditional and unconditional outputs before that
+conversion (`guided_output`; every prediction type is affine in eps for fixed x_t, so this is
+exactly eps-space guidance). The long-audio window fusion (long_audio.py) is another wrapper.
 """
 from __future__ import annotations
 
@@ -260,15 +260,16 @@ def model_x0_fn(out_fn: Callable[[jax.Array, jax.Array], jax.Array], alphas_cump
     return x0_fn
 
 
-def guided_x0_fn(x0_fn_cond: X0Fn, x0_fn_uncond: X0Fn, guidance: float) -> X0Fn:
-    """Classifier-free guidance: x0_u + w (x0_c - x0_u); w = 1 is plain conditional sampling."""
+def guided_output(out_cond: jax.Array, out_uncond: jax.Array, guidance: float) -> jax.Array:
+    """Classifier-free guidance on network outputs [B, ...]: out_u + w (out_c - out_u).
+
+    w = 1 returns out_cond itself (plain conditional sampling, bit for bit). Why mix outputs
+    rather than x0 or eps estimates: one batched model call gives both branches (generate.py),
+    and for a fixed x_t every prediction type (eps, x0, v) is affine in eps (see model_x0_fn),
+    so a mix whose weights sum to 1 commutes with the conversion: guiding the output is
+    exactly the usual eps-space guidance for all three. This is the only CFG mix in the code.
+    """
     w = float(guidance)
     if w == 1.0:
-        return x0_fn_cond
-
-    def x0_fn(x_t: jax.Array, t: jax.Array) -> jax.Array:
-        xc = x0_fn_cond(x_t, t)
-        xu = x0_fn_uncond(x_t, t)
-        return xu + w * (xc - xu)
-
-    return x0_fn
+        return out_cond
+    return out_uncond + w * (out_cond - out_uncond)
