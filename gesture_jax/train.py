@@ -4,10 +4,11 @@
         [--config.train.num_steps=N --config.train.checkpoint_every=K \
          --config.mesh.shape=data:2,fsdp:2,tensor:2]
 
-An existing ``--workdir`` with checkpoints resumes where it stopped (same data order, same
-random numbers: the continued loss curve equals an uninterrupted run's). SIGTERM saves a
-checkpoint and exits. Overrides name keys of the locked config; a typo such as
-``--config.model.dpeth=4`` is an error naming the key and its closest match.
+An existing ``--workdir`` with checkpoints resumes where it stopped and prints ``resumed at
+step N from DIR`` (same data order, same random numbers: the continued loss curve equals an
+uninterrupted run's). SIGTERM saves a checkpoint and exits. Overrides name keys of the
+locked config; a typo such as ``--config.model.dpeth=4`` is an error naming the key and its
+closest match.
 
 Multi-process (one process per host/GPU): set ``GESTURE_JAX_COORDINATOR=host:port``,
 ``GESTURE_JAX_NUM_PROCESSES`` and ``GESTURE_JAX_PROCESS_ID`` (or run under SLURM / on a TPU

@@ -1,6 +1,6 @@
 """Multi-device checks run in a subprocess (the device count is fixed when jax starts).
 
-    XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/parallel_checks.py sharded_equality SPEC...
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/parallel_checks.py sharded_equality SPEC[@ACCUM]...
     GESTURE_JAX_COORDINATOR=127.0.0.1:PORT ... python tests/parallel_checks.py lockstep OUT.npz
 
 Each command prints one JSON line on stdout (the last line) for the calling test.
@@ -71,12 +71,21 @@ def _batches(n: int, b: int, seed: int = 0):
 
 
 def sharded_equality(specs: list[str], steps: int = 2, accum: int = 1) -> dict:
+    """Each mesh SPEC against one device. ``SPEC@N`` trains with ``train.grad_accum=N``
+    instead of ``accum`` (and is compared with the unsharded run that accumulates alike)."""
     import jax
     import training_fixtures as tf
-    cfg = tf.tiny_config(grad_accum=accum)
-    batches = _batches(steps, int(cfg.train.batch_size))
-    ref = _train(cfg, "data:1", batches, devices=jax.devices()[:1])
-    return {spec: _compare(ref, _train(cfg, spec, batches)) for spec in specs}
+    refs: dict[int, tuple] = {}
+    out = {}
+    for item in specs:
+        spec, _, n = item.partition("@")
+        a = int(n) if n else accum
+        cfg = tf.tiny_config(grad_accum=a)
+        batches = _batches(steps, int(cfg.train.batch_size))
+        if a not in refs:
+            refs[a] = _train(cfg, "data:1", batches, devices=jax.devices()[:1])
+        out[item] = _compare(refs[a], _train(cfg, spec, batches))
+    return out
 
 
 def lockstep(out: str, steps: int = 3) -> dict:
@@ -132,8 +141,6 @@ if __name__ == "__main__":
     name, args = sys.argv[1], sys.argv[2:]
     if name == "sharded_equality":
         res = sharded_equality(args)
-    elif name == "sharded_equality_accum":
-        res = sharded_equality(args, accum=2)
     elif name == "reshard_restore":
         res = reshard_restore(args[0])
     elif name == "lockstep":

@@ -1,13 +1,12 @@
 """Checkpoints: a SIGKILLed run resumes exactly; a checkpoint loads onto another mesh shape."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import training_fixtures as tf  # noqa: E402
@@ -26,6 +25,11 @@ def _cmd(data: Path, workdir: Path, steps: int, every: int) -> list[str]:
 def _losses(workdir: Path) -> dict[int, float]:
     rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines() if l.strip()]
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+def _saved_steps(workdir: Path) -> list[int]:
+    """Steps of the finished checkpoints (Orbax renames a step's directory when it is complete)."""
+    return sorted(int(d.name) for d in (workdir / "checkpoints").iterdir() if d.name.isdigit())
 
 
 def _env():
@@ -51,10 +55,15 @@ def test_sigkill_then_same_command_continues_the_same_loss_curve(tmp_path):
     victim.wait()
     killed_at = max(_losses(run_dir), default=0)
     assert killed_at < steps, "the run finished before it could be killed"
+    last_saved = max(_saved_steps(run_dir))
 
     resumed = subprocess.run(_cmd(data, run_dir, steps, every), cwd=REPO, env=_env(),
                              capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # An equal curve alone does not show a resume: a restart from step 0 replays the same one.
+    said = re.findall(r"^resumed at step (\d+) from ", resumed.stdout, re.M)
+    assert said, f"no 'resumed at step N' message: {resumed.stdout[-2000:]}"
+    assert int(said[0]) == last_saved >= every, (said, last_saved, killed_at)
     assert ref.wait(timeout=900) == 0, ref.stderr.read()[-3000:]
     want, got = _losses(ref_dir), _losses(run_dir)
     assert sorted(want) == sorted(got) == list(range(1, steps + 1))
@@ -85,5 +94,5 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
     out, err = p.communicate(timeout=300)
     assert p.returncode == 0, err[-3000:]
     assert "preempted" in out
-    saved = sorted(int(d.name) for d in (run_dir / "checkpoints").iterdir() if d.name.isdigit())
+    saved = _saved_steps(run_dir)
     assert saved and saved[-1] >= 3 and saved[-1] == max(_losses(run_dir))

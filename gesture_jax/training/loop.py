@@ -6,7 +6,8 @@ model and in-memory batches.
 
 Exact resumption: the step's randomness is ``fold_in(rng, step)`` and the checkpoint holds
 the data iterator's position, so a run killed at any point and restarted with the same
-command continues the loss curve step for step (``tests/test_checkpoint_resume.py``).
+command continues the loss curve step for step (``tests/test_checkpoint_resume.py``); it
+prints ``resumed at step N from DIR`` with N the restored state's step.
 Preemption: SIGTERM (what SLURM, Kubernetes and TPU maintenance send) sets a flag; the loop
 finishes the current step, saves a checkpoint, waits for it to be written and returns.
 """
@@ -190,10 +191,14 @@ def run_training(cfg: ml_collections.ConfigDict, workdir: str | Path, *, model_f
     data_state = None
     if resume_step is not None:
         state, data_state = ckpt.restore(abstract, resume_step)
-        log.info("resumed %s at step %d", workdir, resume_step)
     else:
         state, _, _, _, _ = state_lib.create_train_state(model_fn, tc, int(cfg.seed), mesh, rules, min_size)
     start = int(jax.device_get(state.step))
+    if resume_step is not None and distributed.is_primary():
+        # The step of the state actually restored (not the directory name): a resume that
+        # silently started over would print 0, which the kill/resume test catches; an equal
+        # loss curve alone cannot tell (a restart from step 0 replays the same curve).
+        print(f"resumed at step {start} from {ckpt.directory / str(resume_step)}", flush=True)
     write_model_info(workdir, state, mesh, model_info or {})
 
     loss_fn = step_lib.diffusion_loss_fn(

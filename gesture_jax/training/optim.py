@@ -23,6 +23,19 @@ import optax
 LR_DECAYS = ("constant", "cosine")
 
 
+def linear_warmup(init: float, peak: float, steps: int) -> optax.Schedule:
+    """``init + (peak - init) * min(step / steps, 1)``.
+
+    Not ``optax.linear_schedule``: that computes ``(init - peak) * (1 - frac) + peak``, which in
+    float32 cancels at step 0 and starts the reference's warm-up (``init = 8e-5 * peak``) about
+    0.05% off its start value; this form returns ``init`` itself at step 0.
+    """
+    def schedule(count: jnp.ndarray) -> jnp.ndarray:
+        frac = jnp.clip(jnp.asarray(count, jnp.float32) / steps, 0.0, 1.0)   # []
+        return init + (peak - init) * frac
+    return schedule
+
+
 def make_schedule(train_cfg: Any) -> optax.Schedule:
     """lr(step): linear from lr*warmup_init_factor to lr over warmup_steps, then constant
     (the reference) or a half cosine down to lr*lr_final_factor at num_steps."""
@@ -39,7 +52,7 @@ def make_schedule(train_cfg: Any) -> optax.Schedule:
         after = optax.constant_schedule(lr)
     if warmup == 0:
         return after
-    return optax.join_schedules([optax.linear_schedule(init, lr, warmup), after], [warmup])
+    return optax.join_schedules([linear_warmup(init, lr, warmup), after], [warmup])
 
 
 def make_optimizer(train_cfg: Any) -> tuple[optax.GradientTransformation, optax.Schedule]:
