@@ -29,8 +29,16 @@ def _cfg(out: Path, **data):
     return cfg
 
 
+def _audio(i: int) -> np.ndarray:
+    """Audio [T, A] of window i: channel 0 = frame index, the others i (exact in float16 below 2048)."""
+    a = np.full((T, A), i, np.float16)
+    a[:, 0] = np.arange(T)
+    return a
+
+
 def make_prepared(out: Path, n_train: int = 37, n_test: int = 5, per_shard: int = 10, **data):
-    """A prepared folder whose window i has motion filled with i (identifiable)."""
+    """A prepared folder whose window i has motion i + frame/1000 and audio (frame, i, i, ...):
+    every value names its window and frame, so batches and crops can be traced back."""
     cfg = _cfg(out, **data)
     out.mkdir(parents=True, exist_ok=True)
     (out / manifest_lib.PIPELINE_DIR).mkdir(exist_ok=True)
@@ -38,7 +46,7 @@ def make_prepared(out: Path, n_train: int = 37, n_test: int = 5, per_shard: int 
     for split, n in (("train", n_train), ("test", n_test)):
         recs = [records.encode_window({
             "motion": np.full((T, F), i, np.float32) + np.arange(T, dtype=np.float32)[:, None] / 1000,
-            "audio": np.full((T, A), i % 7, np.float16),
+            "audio": _audio(i),
             "file_id": f"f{i // 4}", "start_frame": (i % 4) * 40, "mirrored": False}) for i in range(n)]
         info = shards.write_split_shards(out, split, recs, per_shard)
         splits[split] = {"num_windows": n, "shards": info, "files": []}
@@ -111,22 +119,35 @@ def test_two_processes_read_disjoint_halves(tmp_path):
 
 
 def test_process_index_and_count_default_to_jax(tmp_path, monkeypatch):
+    """What tests/test_data_pipeline_distributed.py checks with two real JAX processes (slow), with
+    jax.process_index/process_count patched: each process, asking JAX who it is, reads its own
+    disjoint, equally long half of the split."""
     import jax
     cfg = make_prepared(tmp_path / "d")
-    monkeypatch.setattr(jax, "process_index", lambda: 1)
     monkeypatch.setattr(jax, "process_count", lambda: 2)
-    got = [_ids(b)[0] for b in pipeline.make_iterator(cfg, "train", batch_size=1, seed=5, num_epochs=1)]
-    want = [_ids(b)[0] for b in pipeline.make_iterator(cfg, "train", batch_size=1, seed=5, num_epochs=1,
-                                                        process_index=1, process_count=2)]
-    assert got == want and len(got) == 18
+    seen = []
+    for pi in range(2):
+        monkeypatch.setattr(jax, "process_index", lambda pi=pi: pi)
+        got = [_ids(b)[0] for b in pipeline.make_iterator(cfg, "train", batch_size=1, seed=5, num_epochs=1)]
+        want = [_ids(b)[0] for b in pipeline.make_iterator(cfg, "train", batch_size=1, seed=5, num_epochs=1,
+                                                            process_index=pi, process_count=2)]
+        assert got == want
+        seen.append(got)
+    assert len(seen[0]) == len(seen[1]) == 18 and not set(seen[0]) & set(seen[1])
 
 
 def test_random_crop_keeps_motion_and_audio_aligned(tmp_path):
+    """Motion and audio carry their frame index: a crop is frames [o, o + 40) of both, of one window."""
     cfg = make_prepared(tmp_path / "d", random_crop_s=2.0)
-    b = next(pipeline.make_iterator(cfg, "train", batch_size=8, seed=0, process_index=0, process_count=1))
-    assert b["motion"].shape == (8, 40, F) and b["audio"].shape == (8, 40, A)
-    offsets = np.round((b["motion"][:, 0, 0] % 1) * 1000).astype(int)
-    assert offsets.max() > 0 and (offsets <= T - 40).all()
+    b = next(pipeline.make_iterator(cfg, "train", batch_size=16, seed=0, process_index=0, process_count=1))
+    assert b["motion"].shape == (16, 40, F) and b["audio"].shape == (16, 40, A)
+    motion_frames = np.round((b["motion"][:, :, 0] % 1) * 1000).astype(int)   # [B, 40]
+    audio_frames = b["audio"][:, :, 0].astype(int)                             # [B, 40]
+    offsets = motion_frames[:, 0]                                              # [B]
+    np.testing.assert_array_equal(motion_frames, offsets[:, None] + np.arange(40))  # contiguous
+    np.testing.assert_array_equal(audio_frames, motion_frames)                      # same offset
+    np.testing.assert_array_equal(b["audio"][:, :, 1], np.floor(b["motion"][:, :, 0]))  # same window
+    assert len(set(offsets.tolist())) > 3 and (offsets <= T - 40).all()
     assert pipeline.dataset_info(cfg)["window_frames"] == 40
     # evaluation splits are not cropped
     bt = next(pipeline.make_iterator(cfg, "test", batch_size=2, seed=0, process_index=0, process_count=1))

@@ -1,7 +1,9 @@
 """Two real JAX processes (jax.distributed on CPU, gloo) read disjoint, equal halves of a split.
 
-Slow (two interpreters with JAX): tests/test_data_pipeline.py covers the same code with
-jax.process_index/process_count patched.
+Slow (two interpreters with JAX and a gloo rendezvous). The same code path and the same
+assertions run fast in tests/test_data_pipeline.py::test_process_index_and_count_default_to_jax,
+with jax.process_index/process_count patched; what only this test adds is that
+jax.distributed's real process index reaches the pipeline (JAX's code, not this project's).
 """
 import json
 import socket

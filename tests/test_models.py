@@ -9,7 +9,9 @@ from flax import nnx
 
 from configs import demo
 from gesture_jax.models import build_denoiser
-from gesture_jax.models.attention import RelativeMultiHeadAttention, attention_mask, relative_shift
+from gesture_jax.models.attention import (MultiHeadSelfAttention, RelativeMultiHeadAttention, attention_mask,
+                                         relative_shift)
+from gesture_jax.models.blocks import DiTBlock
 from gesture_jax.models.conformer import ConformerConvModule
 from gesture_jax.models.embeddings import diffwave_step_features
 import gesture_jax.models.fuzzy as fuzzy_module
@@ -181,3 +183,119 @@ def test_bad_config_values_raise_clearly():
     x, t, audio = _inputs()
     with pytest.raises(ValueError, match="null_cond"):
         model(x, t, audio, deterministic=True, cond_drop=jnp.array([True, False]))
+
+
+# ------------------------------------------------------- values, not shapes: masks, DiT, batching
+
+def _randomize(module: nnx.Module, seed: int, scale: float = 0.3) -> nnx.Module:
+    """Draw every parameter of ``module`` from N(0, scale^2), in place (numpy: no per-shape compiles).
+
+    DiT's adaLN-Zero layers start at zero (each block is the identity, the output layer gives 0),
+    so a test of what a block computes, or of which frames/examples it mixes, is vacuous at init.
+    """
+    rng = np.random.default_rng(seed)
+    state = nnx.state(module, nnx.Param)
+    leaves, treedef = jax.tree.flatten(state)
+    nnx.update(module, jax.tree.unflatten(treedef, [jnp.asarray(scale * rng.normal(size=v.shape), v.dtype)
+                                                    for v in leaves]))
+    return module
+
+
+_DIM, _HEADS, _LEN = 16, 2, 6
+_NO_MASK = np.zeros((_LEN, _LEN), bool)  # hides nothing: the same scores as mask=None
+
+
+def _influence_fn(kind: str, seed: int = 0):
+    """(influence, module) for an attention module or DiT block with random non-zero weights.
+
+    influence(mask [T,T] bool) -> [T, T, n]: entry (i, j, s) is the norm of d out[0, i] / d in_s[0, j]
+    for the module's sequence inputs (x; for DiT also its per-token condition c) at fixed random
+    values. Jitted once per module with the mask and the parameters as arguments (parameters
+    edited later are seen without recompiling): far cheaper than running the Jacobian op by op.
+    """
+    rngs = nnx.Rngs(seed)
+    if kind == "relative":
+        module = RelativeMultiHeadAttention(_DIM, _HEADS, 16, 0.0, rngs=rngs)
+        call = lambda m, xc, mask: m(xc, mask, deterministic=True)  # noqa: E731
+        n_in = 1
+    else:
+        module = DiTBlock(_DIM, _HEADS, 2.0, 0.0, rngs=rngs)
+        call = lambda m, xc, mask: m(xc[..., :_DIM], xc[..., _DIM:], mask, deterministic=True)  # noqa: E731
+        n_in = 2
+    _randomize(module, seed)
+    graphdef = nnx.graphdef(module)
+    xc = jnp.asarray(np.random.default_rng(seed + 7).normal(size=(1, _LEN, n_in * _DIM)), jnp.float32)
+
+    @jax.jit
+    def jac(state, mask):  # -> [T, D, T, n*D]
+        m = nnx.merge(graphdef, state)
+        return jax.jacfwd(lambda xc: call(m, xc, mask)[0])(xc)[:, :, 0]
+
+    def influence(mask: np.ndarray) -> np.ndarray:
+        j = np.asarray(jac(nnx.state(module), jnp.asarray(mask))).reshape(_LEN, _DIM, _LEN, n_in, _DIM)
+        return np.sqrt((j ** 2).sum(axis=(1, 4)))      # [T, T, n]
+
+    return influence, module
+
+
+@pytest.mark.parametrize("kind", ["relative", "dit"])
+def test_causal_mask_output_at_frame_i_ignores_later_frames(kind):
+    """With random non-zero weights, output frame i depends on input frames j <= i and on no later one
+    (the Jacobian is block lower-triangular, diagonal included); without a mask it sees them all.
+    For DiT this holds for x and for the per-token adaLN condition c alike."""
+    influence, _ = _influence_fn(kind)
+    upper, lower = np.triu_indices(_LEN, 1), np.tril_indices(_LEN)
+    causal, full = influence(attention_mask("causal", _LEN)), influence(_NO_MASK)
+    for s in range(causal.shape[-1]):                 # x, then c (DiT)
+        c, f = causal[..., s], full[..., s]
+        assert c[upper].max() <= 1e-6 * c.max(), c
+        assert c[lower].min() > 1e-5 * c.max(), c     # every earlier frame is used
+        assert f[upper].min() > 1e-5 * f.max(), f     # the check can see the future
+
+
+def test_reference_mask_hides_self_and_future_and_frame0_sees_all():
+    """The reference's mask on its relative attention, random weights: frames i >= 1 ignore later
+    frames; frame 0, with nothing visible, attends uniformly to every frame. With the query path
+    zeroed (scores constant: attention averages the visible values), frame i >= 1 also ignores
+    itself, where the causal mask keeps it."""
+    influence, att = _influence_fn("relative")
+    ref = influence(attention_mask("reference", _LEN))[..., 0]
+    rows = np.arange(1, _LEN)
+    assert all(ref[i, i + 1:].max(initial=0.0) <= 1e-6 * ref.max() for i in rows), ref
+    assert ref[0].min() > 1e-3 * ref.max(), ref                      # frame 0: every frame
+    for p in (att.query.kernel, att.query.bias, att.u_bias, att.v_bias):
+        p[...] = jnp.zeros_like(p[...])
+    ref0 = influence(attention_mask("reference", _LEN))[..., 0]
+    causal0 = influence(attention_mask("causal", _LEN))[..., 0]
+    assert ref0[rows, rows].max() <= 1e-6 * ref0.max(), ref0         # frame i does not see itself
+    assert causal0[rows, rows].min() > 1e-3 * causal0.max(), causal0
+    assert ref0[np.tril_indices(_LEN, -1)].min() > 1e-3 * ref0.max()  # but sees every earlier frame
+
+
+@pytest.mark.parametrize("block,mask", [("reference", "reference"), ("dit", "causal")])
+def test_denoiser_batch_elements_are_independent(block, mask):
+    """Eval mode: example b's output values do not depend on the other example of the batch
+    (replaced or swapped), and its own inputs and conditioning dropout change its output only.
+    DiT is zero-initialized (output 0 for every input), so its blocks and output layer get random
+    weights first. Same shapes as test_denoiser_shapes_condition_reuse_and_cfg, whose op-by-op
+    compilations this reuses."""
+    t_len = 24
+    model = _demo_model(seq_len=t_len, block=block, attn_mask=mask, depth=1)
+    if block == "dit":
+        for blk in model.blocks:
+            _randomize(blk, 1, 0.1)
+        _randomize(model.final, 2, 0.1)
+    x, t, audio = _inputs(seq_len=t_len)                   # [B,T,F], [B] = [0, 57], [B,T,A]; B = 2
+    run = lambda x, a, drop=None: np.asarray(model(x, t, a, deterministic=True, cond_drop=drop))  # noqa: E731
+    out = run(x, audio)                                    # [B,T,F]
+    assert out.std() > 0.05 and np.abs(out[0] - out[1]).max() > 0.05  # not vacuous
+    close = dict(rtol=1e-4, atol=1e-5)
+    swapped = np.asarray(model(x[::-1], t[::-1], audio[::-1], deterministic=True))
+    np.testing.assert_allclose(swapped, out[::-1], **close)
+    # example 1's inputs replaced: example 0's output is unchanged, example 1's is not
+    out2 = run(x.at[1].set(-x[1]), audio.at[1].set(-audio[1]))
+    np.testing.assert_allclose(out2[0], out[0], **close)
+    assert np.abs(out2[1] - out[1]).max() > 0.05
+    dropped = run(x, audio, jnp.array([False, True]))
+    np.testing.assert_allclose(dropped[0], out[0], **close)
+    assert np.abs(dropped[1] - out[1]).max() > 0.01
