@@ -31,14 +31,37 @@ def test_stereo_44k_flac_is_downmixed_and_resampled(tmp_path):
     assert np.abs(wave[1000:-1000] - ref[1000:-1000]).max() < 2e-2
 
 
-def test_mp3_if_libsndfile_can_write_it(tmp_path):
-    path = tmp_path / "speech.mp3"
+def _dominant_frequency(wave: np.ndarray, sr: int) -> tuple[float, float]:
+    """(peak frequency in Hz, fraction of the signal's energy within 5 Hz of it) of `wave`.
+
+    Hann window, zero-padded to 0.1 Hz bins; parabolic interpolation of the log-magnitude peak."""
+    w = wave * np.hanning(len(wave))
+    n = int(sr / 0.1)
+    spec = np.abs(np.fft.rfft(w, n)) ** 2
+    k = int(np.argmax(spec))
+    a, b, c = np.log(spec[k - 1:k + 2] + 1e-30)
+    peak = (k + 0.5 * (a - c) / (a - 2 * b + c)) * sr / n
+    freqs = np.fft.rfftfreq(n, 1.0 / sr)
+    return float(peak), float(spec[np.abs(freqs - peak) <= 5.0].sum() / spec.sum())
+
+
+def test_mp3_decodes_to_the_tone_it_encodes(tmp_path):
+    """An MP3 of a 440 Hz sine (amplitude 0.5) at 44.1 kHz loads as that sine at 16 kHz:
+    same duration (within the encoder's padding), frequency within 0.5 Hz, amplitude within 5 %."""
+    path = tmp_path / "tone.mp3"
+    sr_file, seconds, freq, amp = 44100, 1.5, 440.0, 0.5
     try:
-        sf.write(path, tone(1.5, 16000), 16000, format="MP3")
+        sf.write(path, (amp / 0.3) * tone(seconds, sr_file, freq), sr_file, format="MP3")
     except Exception as e:  # libsndfile built without MPEG support
         pytest.skip(f"this libsndfile cannot write MP3 ({e})")
     wave = load_audio(path)
-    assert wave.dtype == np.float32 and abs(wave.shape[0] - 24000) < 2000  # encoder padding
+    assert wave.dtype == np.float32 and wave.ndim == 1
+    assert abs(wave.shape[0] - seconds * 16000) < 2000  # encoder delay / padding: ~1-2 MP3 frames
+    mid = wave[4000:-4000]  # away from the encoder's fade-in and padding
+    peak, share = _dominant_frequency(mid, 16000)
+    assert peak == pytest.approx(freq, abs=0.5)
+    assert share > 0.99  # a clean tone, not a mixture (aliasing or a wrong-rate read would smear it)
+    assert np.sqrt(np.mean(mid ** 2)) == pytest.approx(amp / np.sqrt(2), rel=0.05)
 
 
 def test_silence_is_valid(tmp_path):

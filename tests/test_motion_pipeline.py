@@ -1,10 +1,12 @@
 """Motion feature pipeline: exact inverse, mirror, resampling, root deltas, persistence, errors."""
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from data_prep import stats_io
 from gesture_jax.motion.bvh import BVH, Skeleton, read_bvh
 from gesture_jax.motion.kinematics import bvh_positions
 from gesture_jax.motion.mirror import mirror_bvh, mirror_name, mirror_pairs
@@ -111,6 +113,40 @@ def test_six_channel_non_root_joints_and_smoothing():
     P, P2 = roundtrip_positions(b6, pipe)
     assert "Spine_Xposition" in pipe.feature_names and "Hips_Xposition" in pipe.feature_names
     assert np.abs(P2 - P).max() < 1e-3
+
+
+def _all_six_channel(b: BVH) -> BVH:
+    """`b` with position channels on every joint (GENEA 2023 layout), each moving about its OFFSET."""
+    sk = b.skeleton.copy()
+    rng = np.random.default_rng(5)
+    cols, t = [], np.arange(b.num_frames)[:, None] / b.fps
+    for j in range(sk.num_joints):
+        vals = b.joint_channels(j)
+        if j > 0:
+            sk.channels[j] = ["Xposition", "Yposition", "Zposition"] + sk.channels[j]
+            vals = np.concatenate([sk.offsets[j] + rng.uniform(0.5, 3.0, 3) * np.sin(rng.uniform(1, 4, 3) * t),
+                                   vals], axis=1)
+        cols.append(vals)
+    return BVH(sk, np.concatenate(cols, axis=1), b.frame_time, path="all6.bvh")
+
+
+@pytest.mark.parametrize("layout", ["zyx", "all6"])
+def test_round_trip_zyx_and_all_six_channel_toys(layout):
+    """features -> inverse -> FK equals the take on a ZYX skeleton (ZEGGS / BEAT order, not cyclic
+    like the ZXY / XYZ toys above) and on one where every joint has 6 channels, with resampling."""
+    b = toy_bvh(order="ZYX") if layout == "zyx" else _all_six_channel(toy_bvh(order="YXZ"))
+    assert all(b.skeleton.rotation_order(j) == ("ZYX" if layout == "zyx" else "YXZ") for j in range(9))
+    pipe = MotionPipeline(fps=30)
+    P, P2 = roundtrip_positions(b, pipe)
+    np.testing.assert_allclose(P2, P, atol=1e-4)
+    n_pos = 3 if layout == "zyx" else 3 + 8 * 3
+    assert len(pipe.raw_feature_names) == 9 + 8 * 3 + (n_pos - 3)
+    inv = pipe.inverse(pipe.transform(b), pipe.root_start(b))
+    assert inv.skeleton.channels == b.skeleton.channels
+    # at 20 fps, the frames common with 30 fps are unchanged
+    p20 = MotionPipeline(fps=20).fit([b])
+    inv20 = p20.inverse(p20.transform(b), p20.root_start(b))
+    np.testing.assert_allclose(bvh_positions(inv20)[::2], P[::3][:len(bvh_positions(inv20)[::2])], atol=1e-4)
 
 
 def test_root_features_ignore_where_and_which_way_the_speaker_stands():
@@ -227,6 +263,55 @@ def test_resample_uses_rotation_interpolation_not_euler_lerp():
     np.testing.assert_allclose(R, np.diag([-1.0, 1.0, -1.0]), atol=1e-9)  # Ry(180)
 
 
+def test_resample_between_frames_is_slerp_of_the_neighbours():
+    """10 -> 30 fps puts output frames at 1/3 and 2/3 of every source interval, where slerp,
+    normalised lerp of quaternions and Euler lerp all differ (at 1/2 the first two agree).
+
+    Source rotations turn 60-150 degrees per frame about random axes, on a ZYX root with
+    positions and a 6-channel XZY child; the reference is scipy's Slerp on matrices built
+    here from the channel values with scipy's intrinsic Euler convention (no gesture_jax)."""
+    from scipy.spatial.transform import Rotation, Slerp
+    rng = np.random.default_rng(11)
+    n = 4
+    sk = Skeleton(["Hips", "Arm"], [-1, 0], np.array([[0, 90.0, 0], [15, 10, 0]]),
+                  [["Xposition", "Yposition", "Zposition", "Zrotation", "Yrotation", "Xrotation"],
+                   ["Xposition", "Yposition", "Zposition", "Xrotation", "Zrotation", "Yrotation"]])
+    rot_cols = {0: (3, "ZYX"), 1: (9, "XZY")}
+    frames = np.zeros((n, sk.num_channels))
+    frames[:, 0:3] = rng.uniform(-50, 50, (n, 3))
+    frames[:, 6:9] = rng.uniform(-5, 5, (n, 3)) + sk.offsets[1]
+    keys = {}
+    for j, (c, order) in rot_cols.items():
+        r = [Rotation.from_rotvec(rng.uniform(-np.pi, np.pi, 3))]
+        for _ in range(n - 1):
+            axis = rng.normal(size=3)
+            step = np.deg2rad(rng.uniform(60, 150)) * axis / np.linalg.norm(axis)
+            r.append(r[-1] * Rotation.from_rotvec(step))
+        keys[j] = Rotation.concatenate(r)
+        frames[:, c:c + 3] = keys[j].as_euler(order, degrees=True)  # uppercase = intrinsic = BVH
+    b = BVH(sk, frames, 1.0 / 10)
+    r = resample_bvh(b, 30)
+    assert r.num_frames == 3 * (n - 1) + 1
+    t_out, t_key = np.arange(r.num_frames) / 30.0, np.arange(n) / 10.0
+    between = np.arange(r.num_frames) % 3 != 0
+    for j, (c, order) in rot_cols.items():
+        got = Rotation.from_euler(order, r.frames[:, c:c + 3], degrees=True)
+        want = Slerp(t_key, keys[j])(t_out)
+        err = np.rad2deg((got * want.inv()).magnitude())
+        assert err.max() < 1e-6, f"joint {j}: {err}"
+        # the check can tell: normalised lerp is 0.1-4 degrees away at 1/3 for such steps (tolerance 1e-6)
+        q0, q1 = keys[j][:-1].as_quat(), keys[j][1:].as_quat()
+        q1 = np.where((q0 * q1).sum(-1, keepdims=True) < 0, -q1, q1)
+        nl = Rotation.from_quat(q0 * (2 / 3) + q1 * (1 / 3))
+        assert np.rad2deg((nl * want[1::3].inv()).magnitude()).min() > 0.1
+    # positions: linear in time between the neighbours, exact at the source frames
+    for cols in (slice(0, 3), slice(6, 9)):
+        want_p = np.stack([np.interp(t_out, t_key, frames[:, k]) for k in range(cols.start, cols.stop)], -1)
+        np.testing.assert_allclose(r.frames[:, cols], want_p, atol=1e-9)
+    np.testing.assert_allclose(r.frames[~between], frames, atol=1e-9)
+    assert between.sum() == 2 * (n - 1)
+
+
 def test_effective_fps_snaps_rounded_frame_times():
     assert effective_fps(0.016667) == 60.0 and effective_fps(0.03333) == 30.0
     assert effective_fps(1 / 24.5) == pytest.approx(24.5)
@@ -247,14 +332,48 @@ def test_streaming_stats_merge_equals_one_pass():
     assert merged.count == stats[0].count + stats[1].count
 
 
+def _assert_same_value(a, b, where: str) -> None:
+    """Deep equality of nested dicts / lists / tuples / arrays / numbers: same types, same keys,
+    same dtypes and shapes, bit-equal values. A field the cache drops (the dataclass default
+    fills it back) or an int-keyed dict coming back with str keys fails here."""
+    assert type(a) is type(b), f"{where}: {type(a).__name__} != {type(b).__name__}"
+    if isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and a.shape == b.shape, f"{where}: {a.dtype}{a.shape} != {b.dtype}{b.shape}"
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    elif isinstance(a, dict):
+        assert set(a) == set(b), f"{where}: keys {sorted(a, key=repr)} != {sorted(b, key=repr)}"  # order is free
+        for k in a:
+            _assert_same_value(a[k], b[k], f"{where}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), f"{where}: length {len(a)} != {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_value(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
 def test_stats_survive_the_data_workers_cache_format():
-    stats_io = pytest.importorskip("data_prep.stats_io")
+    """Every MotionStats field comes back from data_prep.stats_io's bytes exactly (type, dtype, value).
+
+    The stats are a merge of two files plus a mirrored copy, so `sources` (3) and `count`
+    differ from their single-file values and a field the cache forgets cannot pass as its
+    default."""
     p = MotionPipeline(fps=30)
-    s = p.file_stats(toy_bvh())
-    back = stats_io.stats_from_bytes(stats_io.stats_to_bytes([s]))
-    a = MotionPipeline(fps=30).fit_from_stats([s])
-    b2 = MotionPipeline(fps=30).fit_from_stats(back)
-    np.testing.assert_array_equal(a._fit.std, b2._fit.std)
+    a, b = toy_bvh(seed=1), toy_bvh(n=70, seed=2, order="ZYX")
+    s = merge_stats(merge_stats(p.file_stats(a), p.file_stats(a, mirror=True)), p.file_stats(b))
+    assert s.sources == 3 and s.count == 90 + 90 + 70
+    assert s.skeleton["end_sites"] and all(isinstance(k, int) for k in s.skeleton["end_sites"])
+    back = stats_io.stats_from_bytes(stats_io.stats_to_bytes([s, p.file_stats(b)]))
+    assert isinstance(back, list) and len(back) == 2 and all(isinstance(x, type(s)) for x in back)
+    names = [f.name for f in dataclasses.fields(s)]
+    assert set(names) == set(vars(back[0])), "the cached object has different attributes"
+    for f in names:
+        _assert_same_value(getattr(s, f), getattr(back[0], f), f)
+    # and the fit from the cache is the fit from memory
+    fa, fb = MotionPipeline(fps=30).fit_from_stats([s])._fit, MotionPipeline(fps=30).fit_from_stats(back[:1])._fit
+    for f in dataclasses.fields(fa):
+        if f.name != "skeleton":
+            _assert_same_value(getattr(fa, f.name), getattr(fb, f.name), f"_Fitted.{f.name}")
 
 
 def test_save_load_json_npz(tmp_path):

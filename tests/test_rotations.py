@@ -1,11 +1,10 @@
 """Rotation math: one set of tests run on numpy and on jax.numpy (same implementation)."""
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from gesture_jax.motion import rotations as R
-
-jnp = pytest.importorskip("jax.numpy")
-import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", False)
 
