@@ -19,6 +19,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.name = "base"
     c.seed = 0
+    # The method plug-in (gesture_jax/methods/): "persona_gestor" (the reference; model/diffusion
+    # sections below) or "kucherenko" (configs/kucherenko_*.py add its own section).
+    c.method = "persona_gestor"
 
     # ---- data: source files, motion representation, windows ---------------------------
     c.data = ml_collections.ConfigDict()
@@ -34,6 +37,12 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.root_position_smoothing = 0.0  # pos_rot_deltas: Gaussian sigma (frames) of the ground trajectory (reference: 0)
     c.data.root_rotation_smoothing = 0.0  # pos_rot_deltas: Gaussian sigma (frames) of the heading (reference: 0)
     c.data.constant_eps = 1e-6        # motion channels with training std below this are dropped (reference: 1e-6)
+    # motion representation (gesture_jax/motion/representations.py): "expmap" (Persona-Gestor's exp maps
+    # + root deltas) or "positions" (joint + End Site positions, Kucherenko 2019's reference; IK back to BVH)
+    c.data.representation = "expmap"
+    # positions: "fixed" = root translation ignored, the root at its training mean (KA reference); "world" keeps it
+    c.data.positions_root = "fixed"
+    c.data.position_velocities = True # positions: add per-frame velocities [p, v] per node (KA reference: True)
     c.data.holdout = ()               # file-name patterns (fnmatch) held out as the test split
     c.data.val_fraction = 0.0         # fraction of training files used for validation loss
     c.data.mirror = True              # add mirrored training windows
@@ -46,7 +55,7 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     # ---- audio features ------------------------------------------------------------------
     c.audio = ml_collections.ConfigDict()
-    c.audio.feature = "mel"           # "wavlm" (reference) or "mel" (needs no weights)
+    c.audio.feature = "mel"           # "wavlm" (Persona-Gestor reference), "mel" (needs no weights) or "mfcc" (Kucherenko 2019)
     c.audio.sample_rate = 16000
     c.audio.wavlm_dir = ""            # converted checkpoint (python -m data_prep.convert_wavlm)
     c.audio.layer = 12                # hidden-state index (reference: 12)
@@ -55,6 +64,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.audio.chunk_s = 30.0            # long files are encoded in overlapping chunks (<= 0: never chunk)
     c.audio.chunk_overlap_s = 5.0     # at most chunk_s / 2; chunks are cross-faded inside the overlap
     c.audio.batch_chunks = 4          # chunks per jitted WavLM call
+    # feature="mfcc" (Kucherenko et al. 2019): 26 MFCCs of 20 ms windows, 10 ms hop, averaged to data.fps
+    c.audio.mfcc_numcep = 26          # reference: 26
+    c.audio.prosody = False           # + [energy, d energy, pitch, d pitch] (praat-parselmouth); reference IVA'19 default: True ("MFCC+Pros")
 
     # ---- model: the Persona-Gestor denoiser (reference shape in configs/beat.py) ---------
     c.model = ml_collections.ConfigDict()
@@ -88,6 +100,7 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     # ---- training --------------------------------------------------------------------------
     c.train = ml_collections.ConfigDict()
+    c.train.stage = ""                # multi-stage methods: the stage this invocation trains ("" = the only one)
     c.train.batch_size = 38
     c.train.num_steps = 100_000
     c.train.lr = 2e-4
@@ -166,6 +179,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.eval.hist_bins = 50             # speed histograms (Hellinger distance)
     c.eval.hist_max_speed = 0.0       # 0 = the hist_quantile of the ground-truth speeds
     c.eval.hist_quantile = 0.99
+    # Kucherenko et al. 2019 protocol (ka_* metrics: APE, MAE, jerk/acceleration per frame, HMD)
+    c.eval.ka_hist_bin_width = 0.05   # speed-histogram bins in units/frame (cm/frame) ...
+    c.eval.ka_hist_max_speed = 1.0    # ... from 0 to this; faster frames are dropped, not clipped
 
     return c
 

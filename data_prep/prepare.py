@@ -10,7 +10,7 @@ restarted with the same command skips finished files and ends with the same byte
     are listed in the manifest's ``skipped``, never fatal. A fingerprint of the settings
     and the file list is kept in ``work/fingerprint.json``; rerunning into the same DST
     with other settings is refused instead of silently mixing results.
- 2. per training file: read BVH, check the WAV, ``MotionPipeline.file_stats`` (plain and
+ 2. per training file: read BVH, check the WAV, the ``data.representation`` pipeline's ``file_stats`` (plain and
     mirrored) -> ``work/stats/<id>.npz``. Unreadable files -> ``work/stats/<id>.error.json``.
  3. fit the motion pipeline on the training stats only (``fit_from_stats``, files in
     natural order) -> ``DST/motion_pipeline/``.
@@ -140,15 +140,15 @@ def _root() -> Path:
 
 def _unfitted_pipeline():
     if "pipe0" not in _STATE:
-        from gesture_jax.motion.pipeline import MotionPipeline
-        _STATE["pipe0"] = MotionPipeline.from_config(_STATE["cfg"].data)
+        from gesture_jax.motion.representations import pipeline_from_config
+        _STATE["pipe0"] = pipeline_from_config(_STATE["cfg"].data)
     return _STATE["pipe0"]
 
 
 def _fitted_pipeline():
     if "pipe" not in _STATE:
-        from gesture_jax.motion.pipeline import MotionPipeline
-        _STATE["pipe"] = MotionPipeline.load(_STATE["out"] / manifest_lib.PIPELINE_DIR)
+        from gesture_jax.motion.representations import load_pipeline
+        _STATE["pipe"] = load_pipeline(_STATE["out"] / manifest_lib.PIPELINE_DIR)
     return _STATE["pipe"]
 
 
@@ -298,10 +298,11 @@ def fit_pipeline(cfg: ml_collections.ConfigDict, out: Path, train: Sequence[data
     file whose layout differs (another skeleton) is skipped with the reason (it would also
     fail in the window stage), not fatal.
     """
-    from gesture_jax.motion.pipeline import MotionPipeline, MotionPipelineError, merge_stats
+    from gesture_jax.motion.pipeline import MotionPipelineError, merge_stats
+    from gesture_jax.motion.representations import load_pipeline, pipeline_from_config
     dst = out / manifest_lib.PIPELINE_DIR
     if dst.is_dir():
-        return MotionPipeline.load(dst)
+        return load_pipeline(dst)
     total = None
     for p in train:
         sp = _stats_path(out, p.file_id)
@@ -320,7 +321,7 @@ def fit_pipeline(cfg: ml_collections.ConfigDict, out: Path, train: Sequence[data
     if total is None:
         raise PrepareError(f"no readable training file under {cfg.data.root}: cannot fit the motion pipeline "
                            f"(see {_work(out) / 'stats'} for the reasons)")
-    pipe = MotionPipeline.from_config(cfg.data)
+    pipe = pipeline_from_config(cfg.data)
     pipe.fit_from_stats([total])
     tmp = out / f"{manifest_lib.PIPELINE_DIR}.tmp-{os.getpid()}"
     pipe.save(tmp)
@@ -329,7 +330,7 @@ def fit_pipeline(cfg: ml_collections.ConfigDict, out: Path, train: Sequence[data
     except OSError:  # another machine saved the same fit first
         import shutil
         shutil.rmtree(tmp, ignore_errors=True)
-    return MotionPipeline.load(dst)
+    return load_pipeline(dst)
 
 
 def _split_records(out: Path, metas: list[dict]) -> Callable[[int, int], list[bytes]]:
@@ -407,6 +408,12 @@ def run_prepare(cfg: ml_collections.ConfigDict, *, num_shards: int = 1, shard_in
         raise PrepareError(f"--shard_index={shard_index} is not in [0, --num_shards={num_shards})")
     if not cfg.data.root or not cfg.data.out:
         raise PrepareError("set data.root (source files) and data.out (prepared shards)")
+    from gesture_jax.motion.pipeline import MotionPipelineError
+    from gesture_jax.motion.representations import pipeline_from_config
+    try:  # an unknown representation / bad setting fails here once, not as every file skipped
+        pipeline_from_config(cfg.data)
+    except MotionPipelineError as e:
+        raise PrepareError(str(e)) from None
     out = Path(cfg.data.out)
     if cfg.data.dataset == "demo" and not Path(cfg.data.root).is_dir():
         raise PrepareError(f"data.root {cfg.data.root} does not exist: write the synthetic corpus first "

@@ -1,4 +1,4 @@
-"""Audio features the gesture model conditions on: WavLM hidden states or log-mel.
+"""Audio features the gesture model conditions on: WavLM hidden states, log-mel or MFCC.
 
     make_extractor(cfg.audio, fps) -> extractor with .name, .dim, .fps and
         __call__(wave float32 [S] at 16 kHz) -> float32 [floor(S*fps/16000), dim],
@@ -11,10 +11,15 @@ without seams (`frames.py`); the first conv's GroupNorm statistics (Base+) are t
 the whole file, so chunking changes nothing but the transformer's context. Only the
 layers up to the requested one are run.
 
+MFCC features (`mfcc.py`) are Kucherenko et al. 2019's: 26 coefficients of 20 ms windows
+every 10 ms, averaged to the model rate, optionally followed by 4 prosodic features
+(`prosody.py`, needs praat-parselmouth); `context.py` builds that method's +-30-frame windows.
+
 Command line (writes float32 [frames, channels]):
 
     python -m gesture_jax.audio.features --audio=IN.wav --out=OUT.npy --wavlm=CKPT_DIR --layer=12
     python -m gesture_jax.audio.features --audio=IN.wav --out=OUT.npy --mel
+    python -m gesture_jax.audio.features --audio=IN.wav --out=OUT.npy --mfcc [--prosody]
     python -m gesture_jax.audio.features --audio=IN.wav --out=OUT.npy --wavlm=CKPT_DIR --native_rate
 """
 from __future__ import annotations
@@ -29,6 +34,7 @@ import numpy as np
 
 from gesture_jax.audio.frames import blend_weights, plan_chunks, resample_frames
 from gesture_jax.audio.mel import MelExtractor
+from gesture_jax.audio.mfcc import NUMCEP, MFCCExtractor
 
 SAMPLE_RATE = 16000
 NORMALIZE_EPS = 1e-5  # unilm/fairseq trained WavLM Large on F.layer_norm(wave, wave.shape), eps 1e-5
@@ -205,13 +211,21 @@ class WavLMExtractor:
 
 
 def make_extractor(audio_cfg: Any, fps: float, *, progress: bool = False) -> Extractor:
-    """The extractor `cfg.audio` describes ("wavlm" loads cfg.audio.wavlm_dir; "mel" needs nothing)."""
+    """The extractor `cfg.audio` describes.
+
+    "wavlm" loads cfg.audio.wavlm_dir; "mel" needs nothing (cfg.audio.n_mels bands); "mfcc"
+    needs nothing (cfg.audio.mfcc_numcep coefficients, + 4 prosodic features when
+    cfg.audio.prosody, which needs praat-parselmouth).
+    """
     feature = str(audio_cfg.feature)
     sr = int(getattr(audio_cfg, "sample_rate", SAMPLE_RATE))
     if sr != SAMPLE_RATE:
         raise ValueError(f"audio.sample_rate must be {SAMPLE_RATE} (WavLM and the loaders assume 16 kHz), got {sr}")
     if feature == "mel":
         return MelExtractor(n_mels=int(audio_cfg.n_mels), fps=float(fps), sr=sr)
+    if feature == "mfcc":
+        return MFCCExtractor(fps=float(fps), numcep=int(getattr(audio_cfg, "mfcc_numcep", NUMCEP)),
+                             prosody=bool(getattr(audio_cfg, "prosody", False)), sr=sr)
     if feature == "wavlm":
         if not str(audio_cfg.wavlm_dir):
             raise ValueError("audio.feature='wavlm' needs audio.wavlm_dir (a checkpoint converted with "
@@ -221,7 +235,7 @@ def make_extractor(audio_cfg: Any, fps: float, *, progress: bool = False) -> Ext
             normalize=bool(audio_cfg.normalize_waveform), chunk_s=float(audio_cfg.chunk_s),
             overlap_s=float(audio_cfg.chunk_overlap_s),
             batch_chunks=int(getattr(audio_cfg, "batch_chunks", 4)), progress=progress)
-    raise ValueError(f"unknown audio.feature {feature!r} (expected 'wavlm' or 'mel')")
+    raise ValueError(f"unknown audio.feature {feature!r} (expected 'wavlm', 'mel' or 'mfcc')")
 
 
 # ---- command line -----------------------------------------------------------------------------
@@ -236,6 +250,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Examples:\n"
                "  python -m gesture_jax.audio.features --audio=talk.wav --out=talk.npy --wavlm=ckpt/wavlm-base-plus --layer=12\n"
                "  python -m gesture_jax.audio.features --audio=talk.mp3 --out=talk_mel.npy --mel\n"
+               "  python -m gesture_jax.audio.features --audio=talk.wav --out=talk_mfcc.npy --mfcc --prosody\n"
                "Convert WavLM weights first: python -m data_prep.convert_wavlm --source=microsoft/wavlm-base-plus "
                "--out=ckpt/wavlm-base-plus",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -244,12 +259,18 @@ def _parser() -> argparse.ArgumentParser:
     kind = ap.add_mutually_exclusive_group()
     kind.add_argument("--wavlm", metavar="CKPT_DIR", help="converted WavLM checkpoint directory")
     kind.add_argument("--mel", action="store_true", help="log-mel features (no weights needed; the default)")
+    kind.add_argument("--mfcc", action="store_true",
+                      help="MFCCs of Kucherenko et al. 2019 (20 ms window, 10 ms hop, averaged to --fps; no weights)")
     ap.add_argument("--layer", type=int, default=12, help="WavLM hidden-state index (0 = transformer input; "
                     "reference: 12)")
     ap.add_argument("--native_rate", action="store_true",
                     help="WavLM only: write the encoder's own 50 Hz frames unaltered instead of --fps frames")
     ap.add_argument("--fps", type=float, default=20.0, help="output frame rate (default 20, the model rate)")
     ap.add_argument("--n_mels", type=int, default=80, help="mel bands (default 80)")
+    ap.add_argument("--numcep", type=int, default=NUMCEP, help=f"MFCC coefficients (default and reference {NUMCEP})")
+    ap.add_argument("--prosody", action="store_true",
+                    help="MFCC only: append [energy, d energy, pitch, d pitch] from Praat (needs praat-parselmouth; "
+                         "the reference's MFCC+Pros, 4 more channels)")
     ap.add_argument("--normalize", action="store_true",
                     help="force whole-clip waveform normalization (on anyway for checkpoints trained with it, "
                          "e.g. WavLM Large)")
@@ -272,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--out must end in .npy, got {out}")
         if args.native_rate and not args.wavlm:
             raise ValueError("--native_rate applies to WavLM features only (give --wavlm=CKPT_DIR)")
+        if args.prosody and not args.mfcc:
+            raise ValueError("--prosody applies to MFCC features only (give --mfcc)")
         wave = load_audio(args.audio, sr=SAMPLE_RATE)
         if args.wavlm:
             from gesture_jax.audio.wavlm.checkpoint import CheckpointError
@@ -286,12 +309,16 @@ def main(argv: list[str] | None = None) -> int:
             feats = ext.native(wave) if args.native_rate else ext(wave)
             rate = ext.native_fps if args.native_rate else args.fps
             what = f"WavLM layer {args.layer}"
+        elif args.mfcc:
+            ext = MFCCExtractor(fps=args.fps, numcep=args.numcep, prosody=args.prosody)
+            feats, rate = ext(wave), args.fps
+            what = f"MFCC ({args.numcep} coefficients{' + 4 prosodic' if args.prosody else ''})"
         else:
             feats = MelExtractor(n_mels=args.n_mels, fps=args.fps)(wave)
             rate, what = args.fps, f"log-mel ({args.n_mels} bands)"
         out.parent.mkdir(parents=True, exist_ok=True)
         np.save(out, np.ascontiguousarray(feats, np.float32))
-    except (AudioError, ValueError, OSError) as e:
+    except (AudioError, ValueError, OSError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {out}: {what}, float32 {list(feats.shape)} at {rate:g} frames/s "

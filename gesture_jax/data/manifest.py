@@ -88,10 +88,18 @@ def validate_against_config(m: dict[str, Any], cfg: ml_collections.ConfigDict, p
         raise _mismatch(path, "stride_s", m["stride_s"], d.stride_s)
     if list(m["motion"]["joints"]) != list(d.joints):
         raise _mismatch(path, "data.joints", m["motion"]["joints"], list(d.joints))
+    rep_m, rep_c = m["motion"].get("representation", "expmap"), d.get("representation", "expmap")
+    if rep_m != rep_c:
+        raise _mismatch(path, "motion representation (data.representation)", rep_m, rep_c)
     if m["audio"]["feature"] != a.feature:
         raise _mismatch(path, "audio feature", m["audio"]["feature"], a.feature)
     if a.feature == "mel" and m["audio"]["dim"] != a.n_mels:
         raise _mismatch(path, "audio feature dim (n_mels)", m["audio"]["dim"], a.n_mels)
+    from gesture_jax.audio.mfcc import mfcc_dim  # numpy only; local keeps the data package free of audio imports
+
+    if a.feature == "mfcc" and m["audio"]["dim"] != mfcc_dim(a):
+        raise _mismatch(path, "audio feature dim (audio.mfcc_numcep + 4 if audio.prosody)", m["audio"]["dim"],
+                        mfcc_dim(a))
     if a.feature == "wavlm" and m["audio"].get("layer") != a.layer:
         raise _mismatch(path, "WavLM layer", m["audio"].get("layer"), a.layer)
     if len(m["motion"]["feature_names"]) != m["motion"]["feature_dim"]:
@@ -178,7 +186,9 @@ def new_manifest(cfg: ml_collections.ConfigDict, *, feature_names: list[str], au
         "test_stride_s": d.test_stride_s,
         "mirror": bool(d.mirror),
         "motion": {"feature_dim": len(feature_names), "feature_names": list(feature_names),
-                   "joints": list(d.joints), "pipeline": PIPELINE_DIR},
+                   "joints": list(d.joints), "pipeline": PIPELINE_DIR,
+                   # absent = "expmap" (manifests written before other representations existed)
+                   **({"representation": rep} if (rep := d.get("representation", "expmap")) != "expmap" else {})},
         "audio": {"feature": audio_feature, "dim": int(audio_dim), "sample_rate": cfg.audio.sample_rate,
                   **({"layer": cfg.audio.layer} if audio_feature == "wavlm" else {})},
         "splits": splits,

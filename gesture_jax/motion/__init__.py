@@ -8,5 +8,8 @@
   mirror.py      left/right mirroring
   root.py        root motion as pos_rot_deltas
   pipeline.py    MotionPipeline: the feature pipeline (fit / transform / inverse / save / load)
+  positions.py   PositionPipeline: joint positions (+ velocities) as features, same interface
+  ik.py          inverse kinematics: node positions -> joint rotations on the source skeleton
+  representations.py  data.representation -> pipeline class; load_pipeline dispatches on the saved format
   inspect.py, roundtrip.py   command-line tools
 """

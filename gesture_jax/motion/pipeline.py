@@ -48,7 +48,9 @@ from gesture_jax.motion.root import RootStart, deltas_to_root, root_to_deltas
 from gesture_jax.motion.rotations import (expmap_continuity, expmap_to_matrix, matrix_to_expmap, matrix_to_quat,
                                           quat_to_matrix)
 
-__all__ = ["MotionPipeline", "MotionPipelineError", "MotionStats", "merge_stats", "RootStart"]
+__all__ = ["MotionPipeline", "MotionPipelineError", "MotionStats", "merge_stats", "RootStart", "select_joints",
+           "local_at_fps", "stats_from_raw", "merge_all", "rest_pose", "skeleton_from_dict", "skeleton_to_saved",
+           "skeleton_from_saved"]
 
 FORMAT = "gesture_jax.motion_pipeline/1"
 ROOT_DIMS = 9  # pos 3, dpos 2, dyaw 1, expmap 3
@@ -67,6 +69,9 @@ class MotionStats:
     count: frames; mean / m2: [D] running mean and sum of squared deviations of the raw
     features; quat_sum [J, 4] / trans_sum [J, 3]: sums of every joint's local rotation
     (unit quaternion, w >= 0) and translation, for restoring unselected joints.
+    max_abs / minimum / maximum: optional [D] max |x|, min x and max x of the raw features
+    (Kucherenko's normalizer divides by max |y| of the raw training frames); None in caches
+    written before they existed, and a merge with such a cache gives None.
     """
 
     source: str
@@ -78,6 +83,9 @@ class MotionStats:
     quat_sum: np.ndarray
     trans_sum: np.ndarray
     sources: int = 1
+    max_abs: np.ndarray | None = None
+    minimum: np.ndarray | None = None
+    maximum: np.ndarray | None = None
 
 
 def merge_stats(a: MotionStats, b: MotionStats) -> MotionStats:
@@ -93,8 +101,82 @@ def merge_stats(a: MotionStats, b: MotionStats) -> MotionStats:
     delta = b.mean - a.mean
     mean = a.mean + delta * (b.count / n)
     m2 = a.m2 + b.m2 + delta * delta * (a.count * b.count / n)
+    both = lambda x, y, f: None if x is None or y is None else f(x, y)  # noqa: E731
     return MotionStats(a.source, a.skeleton, list(a.raw_names), n, mean, m2, a.quat_sum + b.quat_sum,
-                       a.trans_sum + b.trans_sum, a.sources + b.sources)
+                       a.trans_sum + b.trans_sum, a.sources + b.sources,
+                       max_abs=both(a.max_abs, b.max_abs, np.maximum), minimum=both(a.minimum, b.minimum, np.minimum),
+                       maximum=both(a.maximum, b.maximum, np.maximum))
+
+
+def stats_from_raw(source: str, skeleton: Skeleton, raw_names: list[str], raw: np.ndarray, rots: np.ndarray,
+                   trans: np.ndarray) -> MotionStats:
+    """Moments of one file's raw features [N, D] plus its local rotations [N, J, 3, 3] and
+    translations [N, J, 3] (for the mean pose); shared by every motion representation."""
+    q = matrix_to_quat(rots)  # [N, J, 4], w >= 0
+    mean = raw.mean(axis=0)
+    return MotionStats(source=source, skeleton=_skeleton_to_dict(skeleton), raw_names=list(raw_names),
+                       count=int(raw.shape[0]), mean=mean, m2=((raw - mean) ** 2).sum(axis=0), quat_sum=q.sum(axis=0),
+                       trans_sum=trans.sum(axis=0), max_abs=np.abs(raw).max(axis=0), minimum=raw.min(axis=0),
+                       maximum=raw.max(axis=0))
+
+
+def merge_all(stats: Sequence[MotionStats]) -> MotionStats:
+    """All stats merged (any order), or a clear error when there is nothing to fit on."""
+    stats = list(stats)
+    if not stats:
+        raise MotionPipelineError("fit_from_stats needs at least one file's stats")
+    total = stats[0]
+    for s in stats[1:]:
+        total = merge_stats(total, s)
+    if total.count < 1:
+        raise MotionPipelineError("no frames to fit the motion pipeline on")
+    return total
+
+
+def rest_pose(total: MotionStats) -> tuple[np.ndarray, np.ndarray]:
+    """(mean local rotation [J, 4] quaternions, mean local translation [J, 3]) of every joint:
+    what joints outside the features are restored with (a normalized quaternion mean)."""
+    qs = total.quat_sum / np.maximum(np.linalg.norm(total.quat_sum, axis=-1, keepdims=True), 1e-12)
+    qs[np.linalg.norm(total.quat_sum, axis=-1) < 1e-12] = [1.0, 0.0, 0.0, 0.0]
+    return qs, total.trans_sum / total.count
+
+
+def select_joints(sk: Skeleton, joints: Sequence[str], source: str) -> list[int]:
+    """Indices of the selected joints (root first, then skeleton order); [] selects every joint."""
+    if not joints:
+        return list(range(sk.num_joints))
+    index = {n: i for i, n in enumerate(sk.names)}
+    missing = [j for j in joints if j not in index]
+    if missing:
+        raise MotionPipelineError(
+            f"{source}: joint {missing[0]!r} of the joint list is not in the skeleton"
+            + (f" (also missing: {', '.join(map(repr, missing[1:]))})" if len(missing) > 1 else "")
+            + f"; the file's joints are: {', '.join(sk.names)}")
+    return sorted({0} | {index[j] for j in joints})
+
+
+def local_at_fps(bvh: BVH, fps: float, mirror: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Local rotations [N, J, 3, 3] and translations [N, J, 3] at `fps` (mirrored if asked)."""
+    sk = bvh.skeleton
+    if bvh.num_frames == 0:
+        raise MotionPipelineError(f"{bvh.path or '<bvh>'}: no frames")
+    rots, trans = resample_to_local(sk, bvh.frames, effective_fps(bvh.frame_time), fps)
+    if mirror:
+        rots, trans = mirror_local(rots, trans, mirror_pairs(sk.names))
+    return rots, trans
+
+
+def skeleton_to_saved(sk: Skeleton) -> tuple[dict, dict[str, np.ndarray]]:
+    """(JSON part, npz arrays) of a skeleton, as every saved pipeline stores it."""
+    ends = sorted(sk.end_sites)
+    meta = {"names": sk.names, "parents": sk.parents, "channels": sk.channels, "end_site_joints": ends}
+    arrays = {"offsets": sk.offsets, "end_site_offsets": np.array([sk.end_sites[j] for j in ends]).reshape(-1, 3)}
+    return meta, arrays
+
+
+def skeleton_from_saved(meta: dict, arr: dict[str, np.ndarray]) -> Skeleton:
+    ends = {int(j): arr["end_site_offsets"][k] for k, j in enumerate(meta["end_site_joints"])}
+    return Skeleton(meta["names"], meta["parents"], arr["offsets"], meta["channels"], ends)
 
 
 def _skeleton_to_dict(sk: Skeleton) -> dict:
@@ -103,9 +185,13 @@ def _skeleton_to_dict(sk: Skeleton) -> dict:
             "end_sites": {int(k): np.asarray(v, np.float64) for k, v in sk.end_sites.items()}}
 
 
-def _skeleton_from_dict(d: dict) -> Skeleton:
+def skeleton_from_dict(d: dict) -> Skeleton:
+    """The skeleton a MotionStats holds (its `skeleton` dict)."""
     return Skeleton(list(d["names"]), [int(p) for p in d["parents"]], np.asarray(d["offsets"], np.float64),
                     [list(c) for c in d["channels"]], {int(k): v for k, v in d["end_sites"].items()})
+
+
+_skeleton_from_dict = skeleton_from_dict
 
 
 # ------------------------------------------------------------------------------------- pipeline
@@ -124,8 +210,47 @@ class _Fitted:
     sources: int
 
 
+class FittedFeatures:
+    """The read-only view of a fitted feature pipeline that every representation shares
+    (MotionPipeline, positions.PositionPipeline): needs ``self._fit`` with ``keep``,
+    ``raw_names`` and ``skeleton``, ``self.joints`` and a ``_KIND`` for the error message."""
+
+    _KIND = "motion"
+
+    @property
+    def fitted(self) -> bool:
+        return self._fit is not None
+
+    def _need_fit(self):
+        if self._fit is None:
+            raise MotionPipelineError(f"the {self._KIND} pipeline is not fitted (call fit / fit_from_stats or load)")
+        return self._fit
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self._need_fit().keep.sum())
+
+    @property
+    def feature_names(self) -> list[str]:
+        f = self._need_fit()
+        return [n for n, k in zip(f.raw_names, f.keep) if k]
+
+    @property
+    def raw_feature_names(self) -> list[str]:
+        return list(self._need_fit().raw_names)
+
+    @property
+    def skeleton(self) -> Skeleton:
+        return self._need_fit().skeleton
+
+    @property
+    def selected_joints(self) -> list[str]:
+        sk = self._need_fit().skeleton
+        return [sk.names[j] for j in select_joints(sk, self.joints, "<fitted skeleton>")]
+
+
 @dataclass
-class MotionPipeline:
+class MotionPipeline(FittedFeatures):
     """Fitted on training files, then `transform` (BVH -> features) and `inverse` (features -> BVH).
 
     fps: model frame rate; joints: selected joint names ([] = every joint; the root is
@@ -159,51 +284,10 @@ class MotionPipeline:
                    rotation_smoothing=float(get("root_rotation_smoothing", 0.0) or 0.0),
                    constant_eps=float(get("constant_eps", 1e-6) or 1e-6))
 
-    # ---------------------------------------------------------------- properties
-    @property
-    def fitted(self) -> bool:
-        return self._fit is not None
-
-    def _need_fit(self) -> _Fitted:
-        if self._fit is None:
-            raise MotionPipelineError("the motion pipeline is not fitted (call fit / fit_from_stats or load)")
-        return self._fit
-
-    @property
-    def feature_dim(self) -> int:
-        return int(self._need_fit().keep.sum())
-
-    @property
-    def feature_names(self) -> list[str]:
-        f = self._need_fit()
-        return [n for n, k in zip(f.raw_names, f.keep) if k]
-
-    @property
-    def raw_feature_names(self) -> list[str]:
-        return list(self._need_fit().raw_names)
-
-    @property
-    def skeleton(self) -> Skeleton:
-        return self._need_fit().skeleton
-
-    @property
-    def selected_joints(self) -> list[str]:
-        sk = self._need_fit().skeleton
-        return [sk.names[j] for j in self._selection(sk, "<fitted skeleton>")]
-
     # ---------------------------------------------------------------- layout
     def _selection(self, sk: Skeleton, source: str) -> list[int]:
         """Indices of the selected joints (root first, then skeleton order)."""
-        if not self.joints:
-            return list(range(sk.num_joints))
-        index = {n: i for i, n in enumerate(sk.names)}
-        missing = [j for j in self.joints if j not in index]
-        if missing:
-            raise MotionPipelineError(
-                f"{source}: joint {missing[0]!r} of the joint list is not in the skeleton"
-                + (f" (also missing: {', '.join(map(repr, missing[1:]))})" if len(missing) > 1 else "")
-                + f"; the file's joints are: {', '.join(sk.names)}")
-        return sorted({0} | {index[j] for j in self.joints})
+        return select_joints(sk, self.joints, source)
 
     @staticmethod
     def _raw_names(sk: Skeleton, sel: list[int]) -> list[str]:
@@ -217,13 +301,7 @@ class MotionPipeline:
 
     def _local(self, bvh: BVH, mirror: bool) -> tuple[np.ndarray, np.ndarray]:
         """Local rotations [N, J, 3, 3] and translations [N, J, 3] at the target fps (mirrored if asked)."""
-        sk = bvh.skeleton
-        if bvh.num_frames == 0:
-            raise MotionPipelineError(f"{bvh.path or '<bvh>'}: no frames")
-        rots, trans = resample_to_local(sk, bvh.frames, effective_fps(bvh.frame_time), self.fps)
-        if mirror:
-            rots, trans = mirror_local(rots, trans, mirror_pairs(sk.names))
-        return rots, trans
+        return local_at_fps(bvh, self.fps, mirror)
 
     def _raw(self, bvh: BVH, mirror: bool) -> tuple[np.ndarray, RootStart, np.ndarray, np.ndarray, list[str]]:
         """(raw features [N, D] float64, root start, rots, trans, raw names)."""
@@ -250,30 +328,18 @@ class MotionPipeline:
     def file_stats(self, bvh: BVH, mirror: bool = False) -> MotionStats:
         """Mergeable moments of one file (its mirrored copy when mirror=True). Needs no fit."""
         raw, _, rots, trans, names = self._raw(bvh, mirror)
-        q = matrix_to_quat(rots)  # [N, J, 4], w >= 0
-        mean = raw.mean(axis=0)
-        return MotionStats(source=str(bvh.path or "<bvh>") + (" (mirrored)" if mirror else ""),
-                           skeleton=_skeleton_to_dict(bvh.skeleton), raw_names=names, count=int(raw.shape[0]),
-                           mean=mean, m2=((raw - mean) ** 2).sum(axis=0), quat_sum=q.sum(axis=0),
-                           trans_sum=trans.sum(axis=0))
+        return stats_from_raw(str(bvh.path or "<bvh>") + (" (mirrored)" if mirror else ""), bvh.skeleton, names,
+                              raw, rots, trans)
 
     def fit_from_stats(self, stats: Sequence[MotionStats]) -> "MotionPipeline":
         """Fit constants, standardization and rest pose from `file_stats` results (any order)."""
-        stats = list(stats)
-        if not stats:
-            raise MotionPipelineError("fit_from_stats needs at least one file's stats")
-        total = stats[0]
-        for s in stats[1:]:
-            total = merge_stats(total, s)
-        if total.count < 1:
-            raise MotionPipelineError("no frames to fit the motion pipeline on")
+        total = merge_all(stats)
         std = np.sqrt(np.maximum(total.m2, 0.0) / total.count)
         keep = std >= self.constant_eps
-        qs = total.quat_sum / np.maximum(np.linalg.norm(total.quat_sum, axis=-1, keepdims=True), 1e-12)
-        qs[np.linalg.norm(total.quat_sum, axis=-1) < 1e-12] = [1.0, 0.0, 0.0, 0.0]
+        qs, ts = rest_pose(total)
         self._fit = _Fitted(skeleton=_skeleton_from_dict(total.skeleton), raw_names=list(total.raw_names),
                             keep=keep, const_values=total.mean.copy(), mean=total.mean[keep].copy(),
-                            std=std[keep].copy(), rest_quats=qs, rest_trans=total.trans_sum / total.count,
+                            std=std[keep].copy(), rest_quats=qs, rest_trans=ts,
                             count=int(total.count), sources=int(total.sources))
         return self
 
@@ -347,23 +413,20 @@ class MotionPipeline:
         f = self._need_fit()
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        sk = f.skeleton
-        ends = sorted(sk.end_sites)
+        sk_meta, sk_arrays = skeleton_to_saved(f.skeleton)
         meta = {
             "format": FORMAT,
             "config": {"fps": self.fps, "joints": self.joints, "position_smoothing": self.position_smoothing,
                        "rotation_smoothing": self.rotation_smoothing, "constant_eps": self.constant_eps},
-            "skeleton": {"names": sk.names, "parents": sk.parents, "channels": sk.channels, "end_site_joints": ends},
+            "skeleton": sk_meta,
             "raw_feature_names": f.raw_names,
             "feature_names": self.feature_names,
             "feature_dim": self.feature_dim,
             "frames_fitted": f.count,
             "files_fitted": f.sources,
         }
-        np.savez(d / "pipeline.npz", offsets=sk.offsets,
-                 end_site_offsets=np.array([sk.end_sites[j] for j in ends]).reshape(-1, 3),
-                 keep=f.keep, const_values=f.const_values, mean=f.mean, std=f.std, rest_quats=f.rest_quats,
-                 rest_trans=f.rest_trans)
+        np.savez(d / "pipeline.npz", **sk_arrays, keep=f.keep, const_values=f.const_values, mean=f.mean, std=f.std,
+                 rest_quats=f.rest_quats, rest_trans=f.rest_trans)
         (d / "pipeline.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod
@@ -380,9 +443,7 @@ class MotionPipeline:
         c = meta["config"]
         p = cls(fps=c["fps"], joints=c["joints"], position_smoothing=c["position_smoothing"],
                 rotation_smoothing=c["rotation_smoothing"], constant_eps=c["constant_eps"])
-        s = meta["skeleton"]
-        ends = {int(j): arr["end_site_offsets"][k] for k, j in enumerate(s["end_site_joints"])}
-        sk = Skeleton(s["names"], s["parents"], arr["offsets"], s["channels"], ends)
+        sk = skeleton_from_saved(meta["skeleton"], arr)
         p._fit = _Fitted(skeleton=sk, raw_names=meta["raw_feature_names"], keep=arr["keep"].astype(bool),
                          const_values=arr["const_values"], mean=arr["mean"], std=arr["std"],
                          rest_quats=arr["rest_quats"], rest_trans=arr["rest_trans"],
