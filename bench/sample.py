@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from gesture_jax import generate as G  # noqa: E402
+from gesture_jax.sampling import windowed as W  # noqa: E402
 from gesture_jax.models.denoiser import build_denoiser  # noqa: E402
 from gesture_jax.sampling import long_audio  # noqa: E402
 
@@ -80,7 +81,7 @@ def bench_shape(shape: str, samplers: list[str], seconds: float, repeats: int, f
     for name, sampler, steps in runs:
         run_steps = steps if (sampler != "ddpm" or full_ddpm) else min(probe, T)
         opts = G.SamplingOptions(sampler=sampler, steps=run_steps, batch_windows=max(1, plan.num_windows))
-        fn, state, _, coeffs = G.build_sampling_fn(bundle, plan, opts)
+        fn, state, _, coeffs = W.build_sampling_fn(bundle, plan, opts)
         t = time.perf_counter()
         compiled = fn.lower(state, audio_w, jax.random.key(0)).compile()
         compile_s = time.perf_counter() - t

@@ -4,7 +4,8 @@ Evaluate (generates for every file of the split, scores the model and the baseli
     python -m gesture_jax.evaluate --workdir=runs/demo --split=test --out=runs/demo/eval \\
         [--sampler=ddim --steps=50 --seed=0 --guidance=1 --step=N] [--fgd_ae=DIR] \\
         [--config=configs/demo.py --config.eval.bc_mask_frames=30]   # only to change cfg.eval
-writes DIR/metrics.json (fgd, fgd_raw, bc, l1div, jerk, acceleration, hellinger_speed for
+writes DIR/metrics.json (fgd, fgd_raw, bc, l1div, jerk, acceleration, hellinger_speed, and
+Kucherenko 2019's ka_ape, ka_mae, ka_jerk, ka_accel, ka_hellinger (eval/kucherenko.py) for
 "model" and every baseline, per-file values, every constant, checkpoint step, sampling
 settings) and DIR/metrics.png (speed histograms, BC per file). The same flags and seed
 give a byte-identical metrics.json (timings go to DIR/timing.json).
@@ -14,7 +15,10 @@ Train the FGD autoencoder (once per dataset, on the training split of the prepar
 The autoencoder directory is, in order: --fgd_ae, cfg.eval.fgd_ae_dir, RUN/fgd_ae (when
 --workdir is given), {data.out}/fgd_ae. Evaluation looks it up in the same order.
 
-Ground truth and generated motion go through the same path: features -> MotionPipeline.inverse
+Compare several trained runs (any methods) in one table (gesture_jax/eval/compare.py):
+    python -m gesture_jax.evaluate --compare RUN_A RUN_B ... --out=DIR [--names=a,b]
+
+Ground truth and generated motion go through the same path: features -> pipeline.inverse
 (origin, facing +Z) -> forward kinematics -> root-relative joint positions at the model fps,
 so the comparison sees the same joints, frame rate and starting placement.
 """
@@ -52,6 +56,14 @@ flags.DEFINE_integer("max_files", 0, "Evaluate only the first N files of the spl
 flags.DEFINE_string("data_root", None, "Folder of the source BVH/WAV files (default: the manifest's source_root).")
 flags.DEFINE_bool("baselines_only", False, "Skip generation; score the baselines only (no checkpoint needed).")
 flags.DEFINE_bool("save_motion", False, "Also write the generated BVH files to OUT/motion/.")
+flags.DEFINE_bool("compare", False, "Compare runs: `--compare RUN_A RUN_B ... --out=DIR` scores every run "
+                  "(any method) and the baselines on the first run's held-out files with one FGD autoencoder "
+                  "(--fgd_ae, or trained once) and the first run's cfg.eval (or --config's), and writes "
+                  "DIR/metrics.json, DIR/metrics.md (the table) and DIR/metrics.png (one bar chart per metric); every run's "
+                  "own results go to DIR/runs/NAME/. Runs with other held-out files, fps or skeleton are "
+                  "refused. The sampling flags apply to every run.")
+flags.DEFINE_list("names", None, "With --compare: the runs' names in the table, comma-separated "
+                  "(default: the workdirs' folder names, which must then be distinct).")
 
 
 class EvaluateError(RuntimeError):
@@ -171,7 +183,7 @@ def train_fgd_ae(cfg, workdir: str | None, out_flag: str | None, data_root: str 
     from gesture_jax.eval.beat import mean_joint_speed
     from gesture_jax.eval.fgd_ae import save_fgd_autoencoder, train_fgd_autoencoder
     from gesture_jax.eval.joints import root_relative
-    from gesture_jax.motion.pipeline import MotionPipeline
+    from gesture_jax.motion.representations import load_pipeline
 
     candidates = [Path(cfg.data.out)] if cfg.data.out else []
     if workdir:
@@ -181,7 +193,7 @@ def train_fgd_ae(cfg, workdir: str | None, out_flag: str | None, data_root: str 
         raise EvaluateError(f"no manifest.json in {[str(c) for c in candidates]}: prepare the data first "
                             f"(python -m data_prep.prepare --config=...)")
     manifest = _read_json(data_dir / "manifest.json")
-    pipeline = MotionPipeline.load(data_dir / manifest["motion"].get("pipeline", "motion_pipeline"))
+    pipeline = load_pipeline(data_dir / manifest["motion"].get("pipeline", "motion_pipeline"))
     files = split_files(manifest, "train", data_dir / "manifest.json")
     root = source_root(manifest, data_root, data_dir / "manifest.json")
     t0 = time.perf_counter()
@@ -223,8 +235,15 @@ def evaluate_run(workdir: str, out: Path, *, split: str | None = None, eval_cfg=
                  guidance: float | None = None, seed: int = 0, step: int | None = None, max_files: int = 0,
                  smooth_sigma: float | None = None,
                  data_root: str | None = None, baselines_only: bool = False,
-                 save_motion: bool = False, bundle=None) -> dict:
+                 save_motion: bool = False, bundle=None, with_baselines: bool = True,
+                 truth_pipeline=None) -> dict:
     """Generate for every file of the split, score model + baselines, write metrics.json/png.
+
+    with_baselines=False scores the model only (the compare command scores the baselines once).
+    truth_pipeline: the motion pipeline (MotionPipeline or PositionPipeline) whose round trip
+    gives the ground truth and the baselines; None = the run's own. The compare command passes
+    the first run's, so runs of methods with other motion representations are all scored
+    against the same real positions.
 
     bundle: an already loaded InferenceBundle (config, model, pipeline, manifest, step); None
     loads WORKDIR's checkpoint (`step`, default latest). The split's file list always comes
@@ -233,7 +252,7 @@ def evaluate_run(workdir: str, out: Path, *, split: str | None = None, eval_cfg=
     from gesture_jax.eval import baselines
     from gesture_jax.eval.fgd_ae import load_fgd_autoencoder
     from gesture_jax.eval.joints import upper_body_joints
-    from gesture_jax.eval.metrics import MetricConstants, evaluate_set, make_reference
+    from gesture_jax.eval.metrics import KA_KEYS, SUMMARY_KEYS, MetricConstants, evaluate_set, make_reference
     from gesture_jax.eval.plots import plot_evaluation
     from gesture_jax.motion.kinematics import bvh_positions
 
@@ -244,9 +263,9 @@ def evaluate_run(workdir: str, out: Path, *, split: str | None = None, eval_cfg=
     manifest = _read_json(manifest_path)  # the run's copy of the prepared data's manifest
     if baselines_only:
         import ml_collections
-        from gesture_jax.motion.pipeline import MotionPipeline
+        from gesture_jax.motion.representations import load_pipeline
         cfg = ml_collections.ConfigDict(_read_json(wd / "config.json"))
-        pipeline = MotionPipeline.load(wd / "data" / manifest["motion"].get("pipeline", "motion_pipeline"))
+        pipeline = load_pipeline(wd / "data" / manifest["motion"].get("pipeline", "motion_pipeline"))
         ckpt_step = None
         bundle = None
     else:
@@ -279,7 +298,11 @@ def evaluate_run(workdir: str, out: Path, *, split: str | None = None, eval_cfg=
     bc_joints = upper_body_joints(names, parents, list(cfg.eval.get("bc_joints", [])))
 
     hf = constants.heading_free
-    real, waves = load_split_motion(pipeline, root, files, with_audio=True, heading_free=hf)
+    truth = truth_pipeline if truth_pipeline is not None else pipeline
+    if list(truth.skeleton.names) != list(names) or float(truth.fps) != fps:
+        raise EvaluateError(f"{wd}: the ground-truth pipeline has another skeleton or frame rate "
+                            f"({float(truth.fps)} fps) than the run's ({fps} fps)")
+    real, waves = load_split_motion(truth, root, files, with_audio=True, heading_free=hf)
     timing["load_s"] = time.perf_counter() - t0
 
     sets: dict[str, list[np.ndarray]] = {}
@@ -305,12 +328,16 @@ def evaluate_run(workdir: str, out: Path, *, split: str | None = None, eval_cfg=
     real = [c[:n] for c, n in zip(real, lengths)]
     waves = [w[:int(round(n * 16000 / fps))] for w, n in zip(waves, lengths)]
     sets = {k: [c[:n] for c, n in zip(v, lengths)] for k, v in sets.items()}
-    sets["ground_truth"] = real
-    mismatched_ids, pool = _mismatched_pool(manifest, manifest_path, split, files, pipeline, root, hf)
-    sets["mismatched"] = baselines.mismatched(real, pool)
-    sets["mean_pose"] = baselines.mean_pose(real, ae.mean_pose)
-    sets["random_noise"] = baselines.random_noise(
-        real, pipeline.feature_dim, lambda f: bvh_positions(pipeline.inverse(f), heading_free=hf), seed=seed)
+    mismatched_ids: list[str] = []
+    if with_baselines:
+        sets["ground_truth"] = real
+        mismatched_ids, pool = _mismatched_pool(manifest, manifest_path, split, files, truth, root, hf)
+        sets["mismatched"] = baselines.mismatched(real, pool)
+        sets["mean_pose"] = baselines.mean_pose(real, ae.mean_pose)
+        sets["random_noise"] = baselines.random_noise(
+            real, truth.feature_dim, lambda f: bvh_positions(truth.inverse(f), heading_free=hf), seed=seed)
+    if not sets:
+        raise EvaluateError("nothing to score: baselines_only together with with_baselines=False")
 
     t1 = time.perf_counter()
     reference = make_reference(real, constants, ae, bc_joints)
@@ -318,7 +345,7 @@ def evaluate_run(workdir: str, out: Path, *, split: str | None = None, eval_cfg=
                                   bc_joints=bc_joints, ae=ae, file_ids=ids)
                for name, clips in sets.items()}
     timing["metrics_s"] = time.perf_counter() - t1
-    keys = ("fgd", "fgd_raw", "bc", "l1div", "jerk", "acceleration", "hellinger_speed")
+    keys = SUMMARY_KEYS + KA_KEYS
     report = {
         "workdir": str(wd), "split": split, "checkpoint_step": ckpt_step, "sampling": sampling,
         "files": ids, "frames": lengths, "fps": fps, "mismatched_from": mismatched_ids,
@@ -345,18 +372,41 @@ def evaluate_run(workdir: str, out: Path, *, split: str | None = None, eval_cfg=
 
 
 def _print_table(report: dict) -> None:
-    keys = ("fgd", "fgd_raw", "bc", "l1div", "jerk", "acceleration", "hellinger_speed")
-    print(f"{'set':14s}" + "".join(f"{k:>16s}" for k in keys))
-    for name, row in report["summary"].items():
-        print(f"{name:14s}" + "".join(f"{'nan' if row[k] is None else format(row[k], '.4g'):>16s}" for k in keys))
+    """The summary as two terminal tables: this project's metrics, then Kucherenko 2019's."""
+    from gesture_jax.eval.metrics import KA_KEYS, SUMMARY_KEYS
+
+    for keys in (SUMMARY_KEYS, KA_KEYS):
+        print(f"{'set':14s}" + "".join(f"{k:>16s}" for k in keys))
+        for name, row in report["summary"].items():
+            print(f"{name:14s}" + "".join(f"{'nan' if row.get(k) is None else format(row[k], '.4g'):>16s}"
+                                          for k in keys))
 
 
 def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
+    if len(argv) > 1 and not FLAGS.compare:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from absl import logging
     logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint file at INFO
     try:
+        if FLAGS.compare:  # --compare RUN_A RUN_B ... --out=DIR (eval/compare.py)
+            from gesture_jax.eval.compare import TABLE_KEYS, CompareError, compare_runs, markdown_table
+            from gesture_jax.eval.fgd_ae import FGDAutoencoderError
+            if FLAGS.workdir:
+                raise EvaluateError("--compare takes the run directories as arguments, not --workdir")
+            if len(argv) < 2 or not FLAGS.out:
+                raise EvaluateError("usage: --compare RUN_A RUN_B ... --out=DIR (run directories and --out needed)")
+            eval_cfg = _CONFIG.value.eval if _CONFIG.value is not None else None
+            try:
+                report = compare_runs(argv[1:], Path(FLAGS.out), names=FLAGS.names, split=FLAGS.split,
+                                      eval_cfg=eval_cfg, fgd_ae=FLAGS.fgd_ae, data_root=FLAGS.data_root,
+                                      max_files=FLAGS.max_files, step=FLAGS.step, sampler=FLAGS.sampler,
+                                      steps=FLAGS.steps, eta=FLAGS.eta, guidance=FLAGS.guidance, seed=FLAGS.seed,
+                                      smooth_sigma=FLAGS.smooth_sigma)
+            except (CompareError, FGDAutoencoderError) as e:
+                raise EvaluateError(str(e)) from e
+            print(markdown_table(report["summary"], TABLE_KEYS, list(report["runs"])))
+            print(f"wrote {Path(FLAGS.out) / 'metrics.json'}, metrics.md and metrics.png")
+            return
         if FLAGS.train_fgd_ae:
             cfg = _CONFIG.value
             if cfg is None and FLAGS.workdir:
@@ -378,6 +428,12 @@ def main(argv: Sequence[str]) -> None:
         _print_table(report)
         print(f"wrote {out / 'metrics.json'} and {out / 'metrics.png'}")
     except EvaluateError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except Exception as e:  # a run generation cannot load (no checkpoint, bad options): one line
+        from gesture_jax.sampling.options import GenerateError
+        if not isinstance(e, GenerateError):
+            raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
 

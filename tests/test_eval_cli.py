@@ -189,3 +189,15 @@ def test_evaluate_set_suite_on_ground_truth_and_noise():
     noisy = [c + rng.normal(size=c.shape) for c in real]
     nz = evaluate_set(noisy, waves, ref, k, mean_speed=1.0, bc_joints=[1, 2, 3], ae=None)
     assert nz["fgd_raw"] > 1.0 and nz["jerk"] > 10 * gt["jerk"] and nz["hellinger_speed"] > 0.3
+
+
+def test_evaluate_cli_on_a_run_without_a_checkpoint_is_one_line(tiny_run, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    _, wd, ae = tiny_run  # config.json and data/, but never trained
+    p = subprocess.run([sys.executable, "-m", "gesture_jax.evaluate", f"--workdir={wd}", f"--out={tmp_path / 'e'}",
+                        f"--fgd_ae={ae}"], cwd=REPO, capture_output=True, text=True)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 1 and len(lines) == 1 and "no checkpoint" in lines[0] and str(wd) in lines[0], p.stderr[-2000:]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from gesture_jax import generate as G
+from gesture_jax.sampling import windowed as W
 
 FPS = 20
 
@@ -141,7 +142,7 @@ def test_guidance_in_generation_mixes_the_models_two_outputs(bundle):
         return S.sample_loop(L.fused_x0_fn(x0, plan), coeffs, x_T, k_loop)
 
     def generated(w: float) -> np.ndarray:
-        fn, state, _, co = G.build_sampling_fn(b, plan, G.SamplingOptions(sampler="ddpm", guidance=w))
+        fn, state, _, co = W.build_sampling_fn(b, plan, G.SamplingOptions(sampler="ddpm", guidance=w))
         np.testing.assert_array_equal(co.ts, coeffs.ts)
         return np.asarray(fn(state, audio_w, key))
 
@@ -171,8 +172,8 @@ def test_long_audio_moves_window_borders_to_where_the_pre_pass_is_slowest(bundle
     feats, n = G.audio_features(bundle, wave)
     assert n == 130 and bvhs[0][0].num_frames == n
     pre_opts = G.SamplingOptions(sampler="dpm-solver++", steps=r["snap_steps"], seed=0, snap_s=0.0, smooth_sigma=0.0)
-    pre, _ = G.sample_timelines(bundle, [feats], pre_opts, progress=False)  # [130, F]
-    cost = G.border_cost(bundle, pre)  # [130]
+    pre, _ = W.sample_timelines(bundle, [feats], pre_opts, progress=False)  # [130, F]
+    cost = W.border_cost(bundle, pre)  # [130]
     assert cost.shape == (n,) and np.isfinite(cost).all() and (cost >= 0).all()
     want = L.plan_windows([n], r["window"], r["overlap"], cost=[cost], snap_frames=r["snap"]).border_frames(0)
     np.testing.assert_array_equal(regular[0][0], [40, 50, 80, 120])
@@ -186,8 +187,8 @@ def test_smooth_sigma_smooths_each_file_and_sample_on_its_own(bundle):
     """--smooth_sigma is a Gaussian over time of the sampled features, per timeline (no blur across files)."""
     feats = [G.audio_features(bundle, w)[0] for w in (_wave(4.5), _wave(6.0, seed=1))]
     kw = dict(sampler="dpm-solver++", steps=4, seed=1, num_samples=2)
-    raw, plan = G.sample_timelines(bundle, feats, G.SamplingOptions(smooth_sigma=0.0, **kw), progress=False)
-    smooth, _ = G.sample_timelines(bundle, feats, G.SamplingOptions(smooth_sigma=1.0, **kw), progress=False)
+    raw, plan = W.sample_timelines(bundle, feats, G.SamplingOptions(smooth_sigma=0.0, **kw), progress=False)
+    smooth, _ = W.sample_timelines(bundle, feats, G.SamplingOptions(smooth_sigma=1.0, **kw), progress=False)
     from scipy.ndimage import gaussian_filter1d
     for r, s in zip(plan.split(raw), plan.split(smooth)):  # 4 timelines: 2 files x 2 samples
         np.testing.assert_allclose(s, gaussian_filter1d(r, 1.0, axis=0, mode="nearest"), atol=1e-5)
@@ -240,5 +241,5 @@ def test_default_steps_follow_the_runs_sample_config(bundle):
     assert G.resolve_options(b, G.SamplingOptions(sampler="ddim"))["steps"] == 7
     assert G.resolve_options(b, G.SamplingOptions())["steps"] == 7
     assert G.resolve_options(b, G.SamplingOptions(sampler="ddpm"))["steps"] == T
-    assert G.resolve_options(b, G.SamplingOptions(sampler="dpm-solver++"))["steps"] == G.DEFAULT_STEPS["dpm-solver++"]
+    assert G.resolve_options(b, G.SamplingOptions(sampler="dpm-solver++"))["steps"] == W.DEFAULT_STEPS["dpm-solver++"]
     assert G.resolve_options(b, G.SamplingOptions(sampler="ddim", steps=3))["steps"] == 3

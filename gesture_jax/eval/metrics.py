@@ -13,9 +13,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from gesture_jax.eval import beat, fgd, kinematic
+from gesture_jax.eval import beat, fgd, kinematic, kucherenko
 from gesture_jax.eval.fgd_ae import FGDAutoencoder
 from gesture_jax.eval.joints import root_relative
+
+# the scalar metrics of one set, in table order: this project's protocol, then Kucherenko 2019's
+SUMMARY_KEYS = ("fgd", "fgd_raw", "bc", "l1div", "jerk", "acceleration", "hellinger_speed")
+KA_KEYS = ("ka_ape", "ka_mae", "ka_jerk", "ka_accel", "ka_jerk_gt", "ka_accel_gt", "ka_hellinger")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +44,8 @@ class MetricConstants:
     hist_bins: int = 50
     hist_max_speed: float = 0.0      # 0 = quantile of the real speeds
     hist_quantile: float = 0.99
+    ka_hist_bin_width: float = 0.05  # Kucherenko 2019 speed histogram: bins of cm/frame ...
+    ka_hist_max_speed: float = 1.0   # ... from 0 to this; faster frames dropped
 
     @classmethod
     def from_config(cls, cfg_eval: Any, fps: float, sample_rate: int = 16000) -> "MetricConstants":
@@ -97,6 +103,13 @@ def evaluate_set(generated: Sequence[np.ndarray], waves: Sequence[np.ndarray], r
 
     `reference` is the real set (`make_reference`); generated clip i is scored for BC against
     waves[i]. FGD is NaN (with the reason under "notes") when a set has fewer than two windows.
+
+    The ka_* keys are Kucherenko 2019's protocol (eval/kucherenko.py, units/frame, all joints):
+    generated clip i is paired with reference.clips[i], each pair cut to its shorter length.
+    ka_ape / ka_mae are errors against that paired ground truth, computed for every set; they
+    mean something only where clip i is meant to reproduce file i's motion (a model, ground
+    truth), not for the mismatched, mean-pose or noise baselines, which have no such target.
+    ka_jerk_gt / ka_accel_gt are the real motion's own values on the same frames.
     """
     if len(generated) != len(waves):
         raise ValueError(f"{len(generated)} clips but {len(waves)} waveforms")
@@ -135,11 +148,18 @@ def evaluate_set(generated: Sequence[np.ndarray], waves: Sequence[np.ndarray], r
                                      reference.speed_edges)
     out["hellinger_speed"] = kinematic.hellinger(hist, reference.speed_hist)
     ids = list(file_ids) if file_ids is not None else [str(i) for i in range(len(clips))]
+    ka = kucherenko.ka_metrics(clips, reference.clips, bin_width=c.ka_hist_bin_width,
+                               max_speed=c.ka_hist_max_speed, file_ids=ids)
+    ka_per_file = ka.pop("ka_per_file")
+    out.update(ka)
+    if not np.isfinite(out["ka_hellinger"]):
+        notes.append(f"ka_hellinger: a set has no joint speed within [0, {c.ka_hist_max_speed}] units/frame")
     out["per_file"] = {
         fid: {"bc": r.score, "bc_frames": r.frames, "onsets": r.n_onsets,
               "motion_beats_mean": float(np.mean([len(b) for b in r.beats])) if r.beats else 0.0,
               "frames": int(p.shape[0]), "jerk": kinematic.jerk(p, c.fps),
-              "acceleration": kinematic.acceleration(p, c.fps), "l1div": kinematic.l1_diversity(p)}
+              "acceleration": kinematic.acceleration(p, c.fps), "l1div": kinematic.l1_diversity(p),
+              **ka_per_file[fid]}
         for fid, r, p in zip(ids, bcs, clips)}
     out["speed_hist"] = hist.tolist()
     out["notes"] = notes

@@ -1,8 +1,8 @@
-"""The evaluation figure: speed histograms of every set against ground truth, and BC per file."""
+"""The evaluation figures: speed histograms and BC per file of one run; bar charts comparing runs."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -52,5 +52,49 @@ def plot_evaluation(path: str | Path, results: Mapping[str, Mapping[str, Any]], 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_comparison(path: str | Path, summary: Mapping[str, Mapping[str, Any]], keys: Sequence[str],
+                    runs: Sequence[str] = (), title: str = "", columns: int = 4) -> Path:
+    """Write a PNG with one bar chart per metric: a bar per set (runs in colour, baselines grey).
+
+    summary: set name -> {metric: value or None}; a missing value is marked "n/a" instead of a bar.
+    The ground truth's value, when finite, is a dashed line, since for BC, jerk and diversity the
+    target is the real motion's value rather than zero.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summary)
+    rows = -(-len(keys) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.9 * rows), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    colors = [cmap(runs.index(n) % 10) if n in runs else "0.45" if n == "ground_truth" else "0.75" for n in names]
+    x = np.arange(len(names))
+    for ax, key in zip(axes.ravel(), keys):
+        vals = [summary[n].get(key) for n in names]
+        finite = [v is not None and np.isfinite(v) for v in vals]
+        ax.bar(x, [v if ok else 0.0 for v, ok in zip(vals, finite)], color=colors)
+        for i, ok in enumerate(finite):
+            if not ok:
+                ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=7)
+        gt = summary.get("ground_truth", {}).get(key)
+        if gt is not None and np.isfinite(gt):
+            ax.axhline(gt, color="0.3", ls="--", lw=0.8)
+        ax.set_title(key, fontsize=9)
+        ax.set_xticks(x)
+        ax.set_xticklabels(names, rotation=40, ha="right", fontsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+    for ax in axes.ravel()[len(keys):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

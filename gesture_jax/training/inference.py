@@ -29,8 +29,8 @@ class RunError(FileNotFoundError):
 @dataclass
 class InferenceBundle:
     config: ml_collections.ConfigDict
-    model: nnx.Module              # the denoiser with trained weights (call with deterministic=True)
-    pipeline: Any                  # gesture_jax.motion.pipeline.MotionPipeline, or None when absent
+    model: Any                     # what the method's load_models returns (Persona-Gestor: the denoiser)
+    pipeline: Any                  # the run's motion pipeline (motion/representations.py), or None when absent
     manifest: dict[str, Any]
     step: int                      # checkpoint step loaded
     used_ema: bool = False
@@ -61,18 +61,12 @@ def model_dims(workdir: Path, manifest: dict[str, Any]) -> tuple[int, int, int]:
     return F, A, T
 
 
-def load_for_inference(workdir: str | Path, step: int | None = None, use_ema: bool = True,
-                       device: jax.Device | None = None) -> InferenceBundle:
-    """Rebuild the denoiser of ``workdir`` and load checkpoint ``step`` (default: latest)."""
-    from gesture_jax.models import build_denoiser
-
-    workdir = Path(workdir)
-    cfg = load_config(workdir)
-    manifest = _read_json(workdir / "data" / "manifest.json")
-    F, A, T = model_dims(workdir, manifest)
-    model_fn = lambda rngs: build_denoiser(cfg.model, F, A, T, rngs, fps=float(cfg.data.fps))
-
-    ckpt_dir = workdir / "checkpoints"
+def restore_model(run_dir: str | Path, model_fn, *, seed: int = 0, step: int | None = None,
+                  use_ema: bool = True, device: jax.Device | None = None) -> tuple[nnx.Module, int, bool]:
+    """(model, step, used_ema): the module ``model_fn`` builds, with the weights of checkpoint
+    ``step`` (default: latest) of ``run_dir/checkpoints`` (EMA when kept, unless ``use_ema=False``)
+    and its BatchNorm statistics. Shared by every method's ``load_models``."""
+    ckpt_dir = Path(run_dir) / "checkpoints"
     if not ckpt_dir.is_dir():
         raise RunError(f"{ckpt_dir} not found: the run has no checkpoint yet")
     ckpt = ckpt_lib.Checkpointer(ckpt_dir, async_save=False)
@@ -86,7 +80,7 @@ def load_for_inference(workdir: str | Path, step: int | None = None, use_ema: bo
         weights = "ema" if use_ema and "ema" in present else "params"
 
         sharding = SingleDeviceSharding(device or jax.devices()[0])
-        abstract = state_lib.abstract_model(model_fn, int(cfg.get("seed", 0)))
+        abstract = state_lib.abstract_model(model_fn, seed)
         graphdef, params_abs, _, ms_abs = state_lib.split_model(abstract)
         place = lambda tree: jax.tree_util.tree_map(
             lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), tree)
@@ -100,11 +94,26 @@ def load_for_inference(workdir: str | Path, step: int | None = None, use_ema: bo
     # RNG-stream template (tiny; XLA drops the unused parameter initializers).
     rng_state = jax.jit(lambda: state_lib.split_model(model_fn(nnx.Rngs(0)))[2])()
     model = nnx.merge(graphdef, restored[weights], rng_state, restored.get("model_state", ms_abs))
+    return model, int(step), weights == "ema"
+
+
+def load_for_inference(workdir: str | Path, step: int | None = None, use_ema: bool = True,
+                       device: jax.Device | None = None) -> InferenceBundle:
+    """Rebuild the model(s) of ``workdir``'s method and load checkpoint ``step`` (default: latest)."""
+    from gesture_jax.methods import DataDims, get_method
+
+    workdir = Path(workdir)
+    cfg = load_config(workdir)
+    manifest = _read_json(workdir / "data" / "manifest.json")
+    method = get_method(str(cfg.get("method", "persona_gestor")))
+    F, A, T = model_dims(method.stage_dir(workdir, method.stages[-1]), manifest)
+    dims = DataDims(motion_dim=F, audio_dim=A, window=T, fps=float(cfg.data.fps))
+    model, step, used_ema = method.load_models(workdir, cfg, dims, step=step, use_ema=use_ema, device=device)
 
     pipeline = None
     pipe_dir = workdir / "data" / "motion_pipeline"
     if pipe_dir.is_dir() and any(pipe_dir.iterdir()):
-        from gesture_jax.motion.pipeline import MotionPipeline
-        pipeline = MotionPipeline.load(pipe_dir)
+        from gesture_jax.motion.representations import load_pipeline
+        pipeline = load_pipeline(pipe_dir)
     return InferenceBundle(config=cfg, model=model, pipeline=pipeline, manifest=manifest, step=step,
-                           used_ema=weights == "ema")
+                           used_ema=used_ema)

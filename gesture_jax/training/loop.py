@@ -45,8 +45,11 @@ ModelFn = Callable[[nnx.Rngs], nnx.Module]
 TrainIterFn = Callable[[int, int], Iterator[dict[str, np.ndarray]]]
 # per-process batch size -> finite iterable of batches (a fresh pass each call)
 EvalIterFn = Callable[[int], Iterator[dict[str, np.ndarray]]]
+# (ModelParts, mesh, compute shardings) -> loss(params, model_state, batch, key, deterministic)
+LossFactory = Callable[[Any, Any, Any], Callable[..., Any]]
 
-# Sections that define the model a checkpoint belongs to: a resumed run must not change them.
+# Sections that define the model a checkpoint belongs to: a resumed run must not change them
+# (a method names its own: Method.config_sections; this default is Persona-Gestor's).
 _FROZEN_SECTIONS = ("model", "diffusion", "audio")
 
 
@@ -118,17 +121,23 @@ def _config_json(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     return json.loads(cfg.to_json_best_effort(sort_keys=True))
 
 
-def prepare_workdir(cfg: ml_collections.ConfigDict, workdir: Path, resuming: bool) -> None:
-    """config.json (checked against a resumed run's), data/manifest.json + motion_pipeline/."""
+def prepare_workdir(cfg: ml_collections.ConfigDict, workdir: Path, resuming: bool,
+                    sections: tuple[str, ...] = _FROZEN_SECTIONS) -> None:
+    """config.json, checked against the workdir's when resuming (or training a later stage):
+    the ``sections`` that define the model must not change."""
     workdir.mkdir(parents=True, exist_ok=True)
     cfg_path = workdir / "config.json"
     new = _config_json(cfg)
     if resuming and cfg_path.exists():
         old = json.loads(cfg_path.read_text())
-        changed = [s for s in _FROZEN_SECTIONS if old.get(s) != new.get(s)]
+        changed = [s for s in ("method",) + tuple(sections) if old.get(s, "persona_gestor" if s == "method" else None)
+                   != new.get(s, "persona_gestor" if s == "method" else None)]
         if changed:
             diffs = []
             for s in changed:
+                if not isinstance(new.get(s), dict) or not isinstance(old.get(s), dict):
+                    diffs.append(f"{s}: {old.get(s)!r} -> {new.get(s)!r}")
+                    continue
                 for k in sorted(set(old.get(s, {})) | set(new.get(s, {}))):
                     if old.get(s, {}).get(k) != new.get(s, {}).get(k):
                         diffs.append(f"{s}.{k}: {old.get(s, {}).get(k)!r} -> {new.get(s, {}).get(k)!r}")
@@ -170,21 +179,29 @@ def write_model_info(workdir: Path, state: state_lib.TrainState, mesh, extra: di
 
 
 def run_training(cfg: ml_collections.ConfigDict, workdir: str | Path, *, model_fn: ModelFn,
-                 train_iter_fn: TrainIterFn, eval_iter_fn: EvalIterFn | None = None,
-                 model_info: dict[str, Any] | None = None, mesh=None,
+                 loss_factory: LossFactory, train_iter_fn: TrainIterFn, eval_iter_fn: EvalIterFn | None = None,
+                 model_info: dict[str, Any] | None = None, mesh=None, run_dir: str | Path | None = None,
+                 frozen_sections: tuple[str, ...] = _FROZEN_SECTIONS,
                  stop_after: int | None = None, progress: bool = True) -> TrainResult:
-    """The loop. ``stop_after`` ends early after that many steps in this call (tests)."""
+    """The loop, for any method: ``model_fn`` builds the trainable module and
+    ``loss_factory(parts, mesh, compute_shardings)`` its loss. Checkpoints, metrics and
+    model_info go to ``run_dir`` (default: the workdir; a stage of a multi-stage method has its
+    own), config.json to the workdir. ``stop_after`` ends early after that many steps in this
+    call (tests)."""
     workdir = Path(workdir).absolute()
+    run_dir = Path(run_dir).absolute() if run_dir is not None else workdir
     tc = cfg.train
     mesh = mesh or mesh_lib.make_mesh(cfg.mesh.shape)
     local_bs = check_batch_layout(tc, mesh)
     rules = shd.rules_from_config(cfg.mesh)
     min_size = int(cfg.mesh.get("min_shard_size", 0))
 
-    ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints", keep=int(tc.keep_checkpoints),
+    ckpt = ckpt_lib.Checkpointer(run_dir / "checkpoints", keep=int(tc.keep_checkpoints),
                                  async_save=bool(tc.get("async_checkpoint", True)))
     resume_step = ckpt.latest_step()
-    prepare_workdir(cfg, workdir, resuming=resume_step is not None)
+    prepare_workdir(cfg, workdir, resuming=resume_step is not None or run_dir != workdir,
+                    sections=frozen_sections)
+    run_dir.mkdir(parents=True, exist_ok=True)
 
     abstract, shardings, parts, tx, schedule, _ = state_lib.abstract_train_state(
         model_fn, tc, int(cfg.seed), mesh, rules, min_size)
@@ -199,11 +216,10 @@ def run_training(cfg: ml_collections.ConfigDict, workdir: str | Path, *, model_f
         # silently started over would print 0, which the kill/resume test catches; an equal
         # loss curve alone cannot tell (a restart from step 0 replays the same curve).
         print(f"resumed at step {start} from {ckpt.directory / str(resume_step)}", flush=True)
-    write_model_info(workdir, state, mesh, model_info or {})
+    write_model_info(run_dir, state, mesh, model_info or {})
 
-    loss_fn = step_lib.diffusion_loss_fn(
-        cfg.diffusion, tc, parts, mesh,
-        step_lib.compute_shardings(shardings.params, bool(cfg.mesh.get("gather_fsdp", True))))
+    loss_fn = loss_factory(parts, mesh,
+                           step_lib.compute_shardings(shardings.params, bool(cfg.mesh.get("gather_fsdp", True))))
     train_it = train_iter_fn(local_bs, int(cfg.seed))
     if data_state is not None:
         train_it.set_state(data_state)
@@ -213,7 +229,7 @@ def run_training(cfg: ml_collections.ConfigDict, workdir: str | Path, *, model_f
                                          shardings, mesh, batch_ndims)
     eval_step = step_lib.make_eval_step(loss_fn, mesh, shardings, batch_ndims) if eval_iter_fn else None
 
-    writer = metrics_lib.MetricsWriter(workdir, enabled=distributed.is_primary())
+    writer = metrics_lib.MetricsWriter(run_dir, enabled=distributed.is_primary())
     writer.truncate_after(start)
     num_steps = int(tc.num_steps)
     bar = metrics_lib.Progress(start, num_steps, enabled=progress and distributed.is_primary())
@@ -246,7 +262,7 @@ def run_training(cfg: ml_collections.ConfigDict, workdir: str | Path, *, model_f
                 bar.update(step - s_last, loss=row["loss"], sps=sps)
                 if not math.isfinite(row["loss"]):
                     bar.write(f"step {step}: loss is {row['loss']}; stopping (last checkpoint kept)")
-                    raise FloatingPointError(f"loss became {row['loss']} at step {step} ({workdir})")
+                    raise FloatingPointError(f"loss became {row['loss']} at step {step} ({run_dir})")
                 t_last, s_last = now, step
                 loss_sum, loss_n = jnp.zeros((), jnp.float32), 0
             if eval_step is not None and eval_every > 0 and (step % eval_every == 0 or step == end):
@@ -282,14 +298,33 @@ def evaluate(eval_step, state: state_lib.TrainState, eval_iter_fn: EvalIterFn, l
 # ----------------------------------------------------------------- the real-data entry
 def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, stop_after: int | None = None,
           progress: bool = True) -> TrainResult:
-    """Train the configured denoiser on the prepared shards of ``cfg.data.out``."""
+    """Train one stage of the configured method (``cfg.method``, ``cfg.train.stage``) on the
+    prepared shards of ``cfg.data.out``."""
+    from gesture_jax.data import manifest as manifest_lib
     from gesture_jax.data import pipeline
-    from gesture_jax.models import build_denoiser
+    from gesture_jax.methods import DataDims, MethodError, get_method
 
     workdir = Path(workdir).absolute()
-    info = pipeline.dataset_info(cfg)
-    F, A, T = int(info["motion_dim"]), int(info["audio_dim"]), int(info["window_frames"])
-    model_fn: ModelFn = lambda rngs: build_denoiser(cfg.model, F, A, T, rngs, fps=float(cfg.data.fps))
+    try:
+        method = get_method(str(cfg.get("method", "persona_gestor")))
+        stage = method.stage(cfg)
+    except MethodError as e:
+        raise TrainConfigError(str(e)) from None
+    try:
+        info = pipeline.dataset_info(cfg)
+    except manifest_lib.ManifestError as e:  # prepared for another config: one line, not a traceback
+        raise TrainConfigError(str(e)) from None
+    dims = DataDims(motion_dim=int(info["motion_dim"]), audio_dim=int(info["audio_dim"]),
+                    window=int(info["window_frames"]), fps=float(cfg.data.fps))
+    run_dir = method.stage_dir(workdir, stage)
+    try:
+        method.check_data(cfg, manifest_lib.read_manifest(cfg.data.out))
+        frozen = method.load_frozen(cfg, workdir, stage, dims)
+        stage_cfg = method.train_config(cfg, stage)
+    except MethodError as e:
+        raise TrainConfigError(str(e)) from None
+    model_fn: ModelFn = lambda rngs: method.build_model(stage_cfg, dims, stage, rngs)
+    loss_factory: LossFactory = lambda parts, mesh, csh: method.loss_fn(stage_cfg, stage, parts, mesh, csh, frozen)
     copy_data_description(Path(cfg.data.out), workdir)
 
     def train_iter_fn(local_bs: int, seed: int):
@@ -298,17 +333,18 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, stop_after: in
     counts = info["num_windows"]
     val_split = next((s for s in ("val", "test") if counts.get(s, 0) > 0), None)
     eval_iter_fn = None
-    if val_split is not None and int(cfg.train.eval_every) > 0:
+    if val_split is not None and int(stage_cfg.train.eval_every) > 0:
         def eval_iter_fn(local_bs: int):
             it = pipeline.make_iterator(cfg, val_split, batch_size=local_bs, seed=0, shuffle=False,
                                         num_epochs=1)
             for i, b in enumerate(it):
-                if i >= int(cfg.train.eval_batches):
+                if i >= int(stage_cfg.train.eval_batches):
                     break
                 yield b
 
-    extra = {"motion_dim": F, "audio_dim": A, "seq_len": T, "val_split": val_split,
-             "train_windows": counts.get("train")}
-    return run_training(cfg, workdir, model_fn=model_fn, train_iter_fn=train_iter_fn,
-                        eval_iter_fn=eval_iter_fn, model_info=extra, stop_after=stop_after,
-                        progress=progress)
+    extra = {"method": method.name, "stage": stage, "motion_dim": dims.motion_dim, "audio_dim": dims.audio_dim,
+             "seq_len": dims.window, "val_split": val_split, "train_windows": counts.get("train")}
+    return run_training(stage_cfg, workdir, model_fn=model_fn, loss_factory=loss_factory,
+                        train_iter_fn=train_iter_fn, eval_iter_fn=eval_iter_fn, model_info=extra,
+                        run_dir=run_dir, frozen_sections=method.config_sections or _FROZEN_SECTIONS,
+                        stop_after=stop_after, progress=progress)

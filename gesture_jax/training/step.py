@@ -49,6 +49,33 @@ def _per_module_key(path: tuple, key: jax.Array, shape: tuple[int, ...]) -> jax.
     return jax.random.split(sub, shape) if shape else sub
 
 
+def bind_model(parts: ModelParts, params: Any, model_state: Any, key: jax.Array | None,
+               deterministic: bool, cdtype: jnp.dtype = jnp.float32, compute_shardings: Any = None) -> nnx.Module:
+    """The module for one loss evaluation: weights cast to ``cdtype`` (and laid out as
+    ``compute_shardings``), dropout streams reseeded from ``key`` unless deterministic.
+
+    Every method's loss starts here, so mixed precision, FSDP gathering and per-step dropout
+    randomness behave the same for all of them. Fresh Variable objects (tree_map rebuilds them
+    in this trace): the model may mutate its RNG streams and BatchNorm statistics, which nnx
+    only allows for Variables created at the current trace level (inside value_and_grad).
+    """
+    fresh = lambda tree: jax.tree_util.tree_map(lambda x: x, tree)
+    used = _cast_floats(params, cdtype)
+    if compute_shardings is not None:
+        used = jax.lax.with_sharding_constraint(used, compute_shardings)
+    model = nnx.merge(parts.graphdef, used, fresh(parts.rng_state), fresh(model_state))
+    if parts.rng_tags and not deterministic:
+        nnx.reseed(model, policy=_per_module_key,
+                   **{tag: jax.random.fold_in(key, i) for i, tag in enumerate(parts.rng_tags)})
+    return model
+
+
+def model_state_after(model: nnx.Module, model_state: Any) -> Any:
+    """The model's non-parameter state (BatchNorm statistics) after a call, in the stored dtypes."""
+    new = nnx.split(model, nnx.Param, nnx.RngState, ...)[3]
+    return jax.tree_util.tree_map(lambda n, o: n.astype(o.dtype), new, model_state)
+
+
 def diffusion_loss_fn(diffusion_cfg: Any, train_cfg: Any, parts: ModelParts,
                       mesh: Mesh | None, compute_shardings: Any = None) -> LossFn:
     """loss(params, model_state, batch, key, deterministic) -> (loss, new model_state).
@@ -84,18 +111,7 @@ def diffusion_loss_fn(diffusion_cfg: Any, train_cfg: Any, parts: ModelParts,
         if cond_p > 0 and not deterministic:
             cond_drop = shd.constrain_batch(jax.random.bernoulli(k_drop, cond_p, (b,)), mesh)
 
-        # Fresh Variable objects (tree_map rebuilds them in this trace): the model may mutate
-        # its RNG streams and BatchNorm statistics, which nnx only allows for Variables
-        # created at the current trace level (here: inside value_and_grad).
-        fresh = lambda tree: jax.tree_util.tree_map(lambda x: x, tree)
-        used = _cast_floats(params, cdtype)
-        if compute_shardings is not None:
-            used = jax.lax.with_sharding_constraint(used, compute_shardings)
-        model = nnx.merge(parts.graphdef, used, fresh(parts.rng_state),
-                          fresh(model_state))
-        if parts.rng_tags and not deterministic:
-            nnx.reseed(model, policy=_per_module_key,
-                       **{tag: jax.random.fold_in(k_model, i) for i, tag in enumerate(parts.rng_tags)})
+        model = bind_model(parts, params, model_state, k_model, deterministic, cdtype, compute_shardings)
         out = model(x_t.astype(cdtype), t, audio.astype(cdtype), deterministic=deterministic,
                     cond_drop=cond_drop)                                        # [B,T,F]
         out = shd.constrain_batch(out.astype(jnp.float32), mesh)
@@ -105,9 +121,7 @@ def diffusion_loss_fn(diffusion_cfg: Any, train_cfg: Any, parts: ModelParts,
             x0_hat = diffusion.to_x0_eps(schedule, out, x_t, t, prediction)[0]
             dv = jnp.diff(x0_hat, axis=1) - jnp.diff(x0, axis=1)                # [B,T-1,F]
             loss = loss + vel_w * jnp.mean(jnp.square(dv))
-        new_model_state = nnx.split(model, nnx.Param, nnx.RngState, ...)[3]
-        new_model_state = jax.tree_util.tree_map(lambda n, o: n.astype(o.dtype), new_model_state, model_state)
-        return loss, new_model_state
+        return loss, model_state_after(model, model_state)
 
     return loss_fn
 

@@ -1,0 +1,22 @@
+"""Kucherenko et al. 2019 on ZEGGS: positions of the Persona-Gestor ZEGGS joint set, MFCC.
+
+    python -m data_prep.prepare --config=configs/kucherenko_zeggs.py --config.data.root=SRC
+    python -m gesture_jax.train --config=configs/kucherenko_zeggs.py --workdir=runs/ka_zeggs --config.train.stage=autoencoder
+    python -m gesture_jax.train --config=configs/kucherenko_zeggs.py --workdir=runs/ka_zeggs --config.train.stage=speech
+
+Steps follow the reference's epochs for ZEGGS's ~2 h of speech (135k frames at 20 fps):
+AE 20 epochs at 128 frames = 21k steps; SpeechE 100 epochs at 2,056 contexts = 6.6k steps.
+"""
+from configs import base, kucherenko, zeggs
+
+
+def get_config():
+    c = base.get_base_config()
+    c.name = "kucherenko_zeggs"
+    c.data.dataset = "zeggs"
+    c.data.root = "datasets/zeggs/clean"
+    c.data.out = "data/zeggs_ka"
+    c.data.joints = zeggs.ZEGGS_JOINTS
+    c.data.holdout = ["011_Happy_0_x_1_0*"]
+    kucherenko.apply(c, ae_steps=21_000, speech_steps=6_600, ae_windows=1, speech_windows=8)
+    return base.finalize(c)

@@ -1,0 +1,123 @@
+"""The method plug-in contract: what the shared trainer, generate and evaluate ask of a method.
+
+A method is one folder under ``gesture_jax/methods/`` holding a ``Method`` subclass; the
+registry (``methods/__init__.py``) maps ``cfg.method`` to it. The shared code never names a
+method: the trainer asks it for a model and a loss per stage, inference for its trained
+modules, generate for motion features from audio features. Everything else (mesh and
+sharding rules, Orbax checkpoints with the data iterator's state, SIGTERM, metrics.jsonl,
+the Grain pipeline, BVH/MP4 writing, the metric suite) is shared and unchanged per method.
+
+Stages: a method trained in stages (an autoencoder, then a network that predicts its code)
+trains one stage per invocation (``--config.train.stage=NAME``). A single-stage method keeps
+its checkpoints in the workdir itself (``WORKDIR/checkpoints``); stage S of a multi-stage
+method in ``WORKDIR/stages/S/``, each resumable on its own, and a later stage reads the
+frozen weights of the earlier ones from there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import ml_collections
+import numpy as np
+from flax import nnx
+
+# loss(params, model_state, batch, key, deterministic) -> (loss, new model_state)
+LossFn = Callable[..., tuple[Any, Any]]
+
+
+class MethodError(ValueError):
+    """A config, dataset or workdir that the chosen method cannot use (message says why)."""
+
+
+@dataclass(frozen=True)
+class DataDims:
+    """What the prepared data fixes about a model: sizes of one record and the frame rate."""
+    motion_dim: int      # F: features per motion frame
+    audio_dim: int       # A: features per audio frame
+    window: int          # T: motion frames per training window
+    fps: float           # motion frames per second
+
+
+class Method:
+    """Base class of a method plug-in. Subclasses set the class attributes and override the
+    hooks marked "required"; the defaults describe a single-stage method."""
+
+    name: str = ""
+    stages: tuple[str, ...] = ("main",)
+    # Config sections that define the trained model: a resumed or later-stage run must not
+    # change them (the trainer compares them with the workdir's config.json).
+    config_sections: tuple[str, ...] = ()
+    # Motion representation (cfg.data.representation) the method's outputs are features of.
+    representations: tuple[str, ...] = ("expmap",)
+
+    # ------------------------------------------------------------------ stages and data
+    def stage(self, cfg: ml_collections.ConfigDict) -> str:
+        """The stage this invocation trains: ``cfg.train.stage``, or the only one."""
+        s = str(cfg.train.get("stage", "") or "")
+        if not s:
+            if len(self.stages) == 1:
+                return self.stages[0]
+            raise MethodError(f"method {self.name!r} trains in stages {list(self.stages)}: choose one with "
+                              f"--config.train.stage=NAME (in that order)")
+        if s not in self.stages:
+            raise MethodError(f"method {self.name!r} has no stage {s!r}; its stages are {list(self.stages)}")
+        return s
+
+    def stage_dir(self, workdir: str | Path, stage: str) -> Path:
+        """Where a stage's checkpoints, metrics and model_info live."""
+        wd = Path(workdir)
+        return wd if len(self.stages) == 1 else wd / "stages" / stage
+
+    def inference_stages(self, cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
+        """The stages whose weights generation needs (all of them unless a variant skips one)."""
+        return self.stages
+
+    def check_data(self, cfg: ml_collections.ConfigDict, manifest: dict[str, Any]) -> None:
+        """Raise MethodError when the prepared data cannot feed this method."""
+        rep = str(manifest.get("motion", {}).get("representation", "expmap"))
+        if rep not in self.representations:
+            raise MethodError(f"method {self.name!r} needs motion features of representation "
+                              f"{' or '.join(map(repr, self.representations))}, but {cfg.data.out} was prepared "
+                              f"with {rep!r} (set data.representation and run data_prep.prepare again)")
+
+    def train_config(self, cfg: ml_collections.ConfigDict, stage: str) -> ml_collections.ConfigDict:
+        """The config the trainer runs ``stage`` with (e.g. per-stage learning rate and batch)."""
+        return cfg
+
+    # ------------------------------------------------------------------ training (required)
+    def build_model(self, cfg: ml_collections.ConfigDict, dims: DataDims, stage: str, rngs: nnx.Rngs) -> nnx.Module:
+        """The trainable module of ``stage``."""
+        raise NotImplementedError(f"{type(self).__name__}.build_model")
+
+    def load_frozen(self, cfg: ml_collections.ConfigDict, workdir: Path, stage: str, dims: DataDims) -> Any:
+        """What ``stage`` needs from earlier stages (their trained weights), or None.
+        Raise MethodError naming the missing stage when it has not been trained."""
+        return None
+
+    def loss_fn(self, cfg: ml_collections.ConfigDict, stage: str, parts: Any, mesh: Any,
+                compute_shardings: Any, frozen: Any) -> LossFn:
+        """loss(params, model_state, batch, key, deterministic) -> (scalar loss, new model_state);
+        batch = {"motion": [B, T, F], "audio": [B, Ta, A]} straight from the shared pipeline."""
+        raise NotImplementedError(f"{type(self).__name__}.loss_fn")
+
+    # ------------------------------------------------------------------ inference (required)
+    def load_models(self, workdir: Path, cfg: ml_collections.ConfigDict, dims: DataDims, *, step: int | None,
+                    use_ema: bool, device: Any) -> tuple[Any, int, bool]:
+        """(the trained model(s) generation needs, checkpoint step, whether EMA weights were used)."""
+        raise NotImplementedError(f"{type(self).__name__}.load_models")
+
+    def resolve_options(self, bundle: Any, opts: Any) -> dict[str, Any]:
+        """Sampling options filled from the run's config and checked (GenerateError when invalid)."""
+        raise NotImplementedError(f"{type(self).__name__}.resolve_options")
+
+    def sample(self, bundle: Any, features: Sequence[np.ndarray], opts: Any, *, progress: bool = True
+               ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+        """Motion features from model-rate audio features [L_i, A] of each file.
+
+        Returns (timelines, borders): timelines[s] [L_i, F] for s = file i * num_samples + k,
+        features of the run's motion pipeline (bundle.pipeline.inverse makes the BVH); borders[s]
+        the frames where a model window starts or ends, or None for a method without windows.
+        """
+        raise NotImplementedError(f"{type(self).__name__}.sample")

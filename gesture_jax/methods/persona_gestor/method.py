@@ -1,0 +1,44 @@
+"""Persona-Gestor behind the method contract (methods/base.py): one stage, the diffusion loss,
+the windowed long-audio sampler. Behaviour and figures are those of the code before the
+plug-in refactor: nothing here computes anything new, it only names what the trainer,
+generate and evaluate used to call directly."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from gesture_jax.methods.base import DataDims, Method
+
+
+class PersonaGestor(Method):
+    name = "persona_gestor"
+    stages = ("main",)
+    config_sections = ("model", "diffusion", "audio")
+    representations = ("expmap",)
+
+    def build_model(self, cfg: ml_collections.ConfigDict, dims: DataDims, stage: str, rngs: nnx.Rngs) -> nnx.Module:
+        from gesture_jax.models import build_denoiser
+        return build_denoiser(cfg.model, dims.motion_dim, dims.audio_dim, dims.window, rngs, fps=float(dims.fps))
+
+    def loss_fn(self, cfg, stage, parts, mesh, compute_shardings, frozen):
+        from gesture_jax.training import step as step_lib
+        return step_lib.diffusion_loss_fn(cfg.diffusion, cfg.train, parts, mesh, compute_shardings)
+
+    def load_models(self, workdir: Path, cfg, dims: DataDims, *, step, use_ema, device):
+        from gesture_jax.training.inference import restore_model
+        return restore_model(self.stage_dir(workdir, "main"), lambda r: self.build_model(cfg, dims, "main", r),
+                             seed=int(cfg.get("seed", 0)), step=step, use_ema=use_ema, device=device)
+
+    def resolve_options(self, bundle, opts) -> dict[str, Any]:
+        from gesture_jax.sampling import windowed
+        return windowed.resolve_options(bundle, opts)
+
+    def sample(self, bundle, features: Sequence[np.ndarray], opts, *, progress: bool = True):
+        from gesture_jax.sampling import windowed
+        out, plan = windowed.sample_timelines(bundle, features, opts, progress=progress)
+        timelines = plan.split(out)
+        return timelines, [plan.border_frames(s) for s in range(len(timelines))]

@@ -1,0 +1,31 @@
+"""What a user asks of generation, shared by every method: `SamplingOptions`, `GenerateError`.
+
+Kept apart from generate.py so that a method's own sampler (methods/*/) can read the options
+and raise the error without importing the command-line module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class GenerateError(RuntimeError):
+    """A generation request that cannot be served (message names the file or workdir)."""
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How to sample; None fields fall back to the run's config (cfg.sample) or the method's defaults.
+
+    The diffusion fields (sampler, steps, eta, guidance, overlap_s, snap_s, batch_windows) mean
+    nothing to a regression method; such a method rejects them when set (methods/base.py).
+    """
+    sampler: str | None = None
+    steps: int | None = None
+    eta: float | None = None
+    guidance: float | None = None
+    seed: int = 0
+    num_samples: int = 1
+    overlap_s: float | None = None
+    snap_s: float | None = None
+    smooth_sigma: float | None = None
+    batch_windows: int | None = None
