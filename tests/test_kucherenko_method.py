@@ -202,3 +202,10 @@ def test_regression_rejects_sampler_options_in_one_line():
     with pytest.raises(GenerateError, match="--sampler: kucherenko is a regression model") as e:
         m.resolve_options(bundle, SamplingOptions(sampler="ddim", steps=10))
     assert "\n" not in str(e.value)
+
+
+def test_commands_for_several_methods_pass_a_regression_run_only_its_options():
+    ka, pg = get_method("kucherenko"), get_method("persona_gestor")
+    opts = dict(sampler="ddpm", steps=None, eta=None, guidance=2.0, smooth_sigma=0.5)
+    assert ka.split_options(opts) == ({"smooth_sigma": 0.5}, ["sampler", "guidance"])
+    assert pg.split_options(opts) == (opts, [])

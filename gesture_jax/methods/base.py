@@ -51,6 +51,17 @@ class Method:
     config_sections: tuple[str, ...] = ()
     # Motion representation (cfg.data.representation) the method's outputs are features of.
     representations: tuple[str, ...] = ("expmap",)
+    # SamplingOptions fields the method understands (None: all of them). A regression method
+    # rejects the diffusion ones from `generate`; commands that apply one set of options to
+    # runs of several methods (evaluate --compare) pass each run only these.
+    sampling_options: tuple[str, ...] | None = None
+
+    def split_options(self, options: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """(the options this method understands, the names of the others that were set)."""
+        if self.sampling_options is None:
+            return dict(options), []
+        kept = {k: v for k, v in options.items() if k in self.sampling_options}
+        return kept, [k for k, v in options.items() if k not in self.sampling_options and v is not None]
 
     # ------------------------------------------------------------------ stages and data
     def stage(self, cfg: ml_collections.ConfigDict) -> str:

@@ -132,6 +132,7 @@ class Kucherenko(Method):
     stages = (AE, SPEECH)
     config_sections = ("kucherenko", "audio")
     representations = ("positions",)
+    sampling_options = ("seed", "num_samples", "smooth_sigma")
 
     # ------------------------------------------------------------------ stages and data
     def _use_ae(self, cfg: ml_collections.ConfigDict) -> bool:
