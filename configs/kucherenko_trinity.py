@@ -12,12 +12,10 @@ from configs import base, kucherenko, trinity
 
 
 def get_config():
-    c = base.get_base_config()
+    c = trinity.get_config()   # the dataset section (files, joints, held-out files) as Persona-Gestor's
+    c.unlock()
     c.name = "kucherenko_trinity"
-    c.data.dataset = "trinity"
-    c.data.root = "datasets/trinity"
-    c.data.out = "data/trinity_ka"
-    c.data.joints = tuple(trinity.TRINITY_JOINTS)
-    c.data.holdout = ("Recording_008*", "Recording_015*")
+    c.data.out = "data/trinity_ka"   # positions + MFCC: its own shards
+    # 20 s windows (400 frames, 340 contexts each): 8 windows -> 2,720 contexts -> 2,056 drawn
     kucherenko.apply(c, ae_steps=45_000, speech_steps=14_000, ae_windows=1, speech_windows=8)
     return base.finalize(c)

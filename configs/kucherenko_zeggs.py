@@ -11,12 +11,10 @@ from configs import base, kucherenko, zeggs
 
 
 def get_config():
-    c = base.get_base_config()
+    c = zeggs.get_config()   # the dataset section (files, joints, held-out files) as Persona-Gestor's
+    c.unlock()
     c.name = "kucherenko_zeggs"
-    c.data.dataset = "zeggs"
-    c.data.root = "datasets/zeggs/clean"
-    c.data.out = "data/zeggs_ka"
-    c.data.joints = zeggs.ZEGGS_JOINTS
-    c.data.holdout = ["011_Happy_0_x_1_0*"]
+    c.data.out = "data/zeggs_ka"   # positions + MFCC: its own shards
+    # 20 s windows (400 frames, 340 contexts each): 8 windows -> 2,720 contexts -> 2,056 drawn
     kucherenko.apply(c, ae_steps=21_000, speech_steps=6_600, ae_windows=1, speech_windows=8)
     return base.finalize(c)

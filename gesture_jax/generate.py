@@ -39,8 +39,8 @@ SAMPLE_RATE = 16000
 
 def method_of(bundle):
     """The plug-in (gesture_jax.methods) that trained the bundle's run."""
-    from gesture_jax.methods import get_method
-    return get_method(str(bundle.config.get("method", "persona_gestor")))
+    from gesture_jax.methods import get_method, method_name
+    return get_method(method_name(bundle.config))
 
 
 def resolve_options(bundle, opts: SamplingOptions) -> dict[str, Any]:
@@ -159,14 +159,14 @@ def load_bundle(workdir: str | Path, step: int | None = None):
     wd = Path(workdir)
     if not wd.is_dir():
         raise GenerateError(f"workdir {wd}: no such directory")
-    from gesture_jax.methods import MethodError, get_method
+    from gesture_jax.methods import MethodError, get_method, method_name
     from gesture_jax.training.inference import RunError, load_config, load_for_inference
     if not (wd / "config.json").is_file():
         raise GenerateError(f"workdir {wd}: no checkpoint found (no config.json either: train first: "
                             f"python -m gesture_jax.train --config=CONFIG --workdir={wd})")
     try:
         cfg = load_config(wd)
-        method = get_method(str(cfg.get("method", "persona_gestor")))
+        method = get_method(method_name(cfg))
     except (RunError, MethodError) as e:
         raise GenerateError(f"workdir {wd}: {e}") from None
     for stage in method.inference_stages(cfg):  # every stage generation uses must have been trained

@@ -224,7 +224,7 @@ def compare_runs(workdirs: Sequence[str | Path], out: str | Path, *, names: Sequ
     out = Path(out)
     common = dict(split=split, eval_cfg=cfg.eval, fgd_ae=str(ae_dir), data_root=root, max_files=max_files, seed=seed)
     from gesture_jax.generate import GenerateError, load_bundle
-    from gesture_jax.methods import get_method
+    from gesture_jax.methods import get_method, method_name
     from gesture_jax.motion.representations import load_pipeline
 
     manifest_pipe = manifest0.get("motion", {}).get("pipeline", "motion_pipeline")
@@ -234,7 +234,7 @@ def compare_runs(workdirs: Sequence[str | Path], out: str | Path, *, names: Sequ
         print(f"compare: evaluating {name} ({wd})", flush=True)
         try:
             bundle = load_bundle(wd, step)  # generate's public loader: dispatches on the run's cfg.method
-            method = get_method(str(bundle.config.get("method", "persona_gestor")))
+            method = get_method(method_name(bundle.config))
             options, unused = method.split_options(dict(sampler=sampler, steps=steps, eta=eta, guidance=guidance,
                                                         smooth_sigma=smooth_sigma))
             if unused:

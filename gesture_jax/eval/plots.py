@@ -46,12 +46,19 @@ def plot_evaluation(path: str | Path, results: Mapping[str, Mapping[str, Any]], 
     ax2.set_ylabel("beat consistency")
     ax2.set_title("BC per file")
     ax2.legend(fontsize=8)
+    return _save(fig, path, title, dpi=110)
+
+
+def _save(fig, path: str | Path, title: str, dpi: int) -> Path:
+    """Title, tight layout, write the PNG (creating its folder), free the figure."""
+    import matplotlib.pyplot as plt
+
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -90,11 +97,4 @@ def plot_comparison(path: str | Path, summary: Mapping[str, Mapping[str, Any]], 
         ax.tick_params(axis="y", labelsize=7)
     for ax in axes.ravel()[len(keys):]:
         ax.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title, dpi=100)

@@ -15,7 +15,7 @@ import importlib
 
 from gesture_jax.methods.base import DataDims, Method, MethodError
 
-__all__ = ["DataDims", "Method", "MethodError", "available", "get_method"]
+__all__ = ["DEFAULT_METHOD", "DataDims", "Method", "MethodError", "available", "get_method", "method_name"]
 
 # name -> "module:attribute" (imported on first use: a method's dependencies load only when chosen)
 _REGISTRY: dict[str, str] = {
@@ -23,6 +23,14 @@ _REGISTRY: dict[str, str] = {
     "kucherenko": "gesture_jax.methods.kucherenko.method:Kucherenko",
 }
 _INSTANCES: dict[str, Method] = {}
+# What a config (or a run's config.json) without a ``method`` key means: runs and configs
+# written before methods were plug-ins are Persona-Gestor's.
+DEFAULT_METHOD = "persona_gestor"
+
+
+def method_name(cfg) -> str:
+    """``cfg.method`` of a ConfigDict or a config.json dict, DEFAULT_METHOD when absent."""
+    return str(cfg.get("method", DEFAULT_METHOD) or DEFAULT_METHOD)
 
 
 def available() -> list[str]:

@@ -210,6 +210,33 @@ class _Fitted:
     sources: int
 
 
+def save_fitted(directory: str | os.PathLike, fmt: str, config: dict, skeleton: Skeleton, fitted_meta: dict,
+                arrays: dict[str, np.ndarray]) -> None:
+    """pipeline.json (format, config, skeleton, names) + pipeline.npz (arrays): the saved form of
+    every feature pipeline (no pickles)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    sk_meta, sk_arrays = skeleton_to_saved(skeleton)
+    meta = {"format": fmt, "config": config, "skeleton": sk_meta, **fitted_meta}
+    np.savez(d / "pipeline.npz", **sk_arrays, **arrays)
+    (d / "pipeline.json").write_text(json.dumps(meta, indent=1))
+
+
+def read_fitted(directory: str | os.PathLike, fmt: str, kind: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """(pipeline.json, pipeline.npz arrays) of a pipeline saved by ``save_fitted`` in format ``fmt``;
+    MotionPipelineError naming the folder when unreadable or of another format."""
+    d = Path(directory)
+    try:
+        meta = json.loads((d / "pipeline.json").read_text())
+        with np.load(d / "pipeline.npz", allow_pickle=False) as z:
+            arr = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise MotionPipelineError(f"{d}: not a saved {kind} pipeline ({e})") from None
+    if meta.get("format") != fmt:
+        raise MotionPipelineError(f"{d}/pipeline.json: unknown format {meta.get('format')!r} (want {fmt})")
+    return meta, arr
+
+
 class FittedFeatures:
     """The read-only view of a fitted feature pipeline that every representation shares
     (MotionPipeline, positions.PositionPipeline): needs ``self._fit`` with ``keep``,
@@ -411,35 +438,19 @@ class MotionPipeline(FittedFeatures):
     def save(self, directory: str | os.PathLike) -> None:
         """pipeline.json (config, skeleton, names) + pipeline.npz (arrays). No pickles."""
         f = self._need_fit()
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        sk_meta, sk_arrays = skeleton_to_saved(f.skeleton)
-        meta = {
-            "format": FORMAT,
-            "config": {"fps": self.fps, "joints": self.joints, "position_smoothing": self.position_smoothing,
-                       "rotation_smoothing": self.rotation_smoothing, "constant_eps": self.constant_eps},
-            "skeleton": sk_meta,
-            "raw_feature_names": f.raw_names,
-            "feature_names": self.feature_names,
-            "feature_dim": self.feature_dim,
-            "frames_fitted": f.count,
-            "files_fitted": f.sources,
-        }
-        np.savez(d / "pipeline.npz", **sk_arrays, keep=f.keep, const_values=f.const_values, mean=f.mean, std=f.std,
-                 rest_quats=f.rest_quats, rest_trans=f.rest_trans)
-        (d / "pipeline.json").write_text(json.dumps(meta, indent=1))
+        save_fitted(directory, FORMAT,
+                    {"fps": self.fps, "joints": self.joints, "position_smoothing": self.position_smoothing,
+                     "rotation_smoothing": self.rotation_smoothing, "constant_eps": self.constant_eps},
+                    f.skeleton,
+                    {"raw_feature_names": f.raw_names, "feature_names": self.feature_names,
+                     "feature_dim": self.feature_dim, "frames_fitted": f.count, "files_fitted": f.sources},
+                    dict(keep=f.keep, const_values=f.const_values, mean=f.mean, std=f.std, rest_quats=f.rest_quats,
+                         rest_trans=f.rest_trans))
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "MotionPipeline":
         d = Path(directory)
-        try:
-            meta = json.loads((d / "pipeline.json").read_text())
-            with np.load(d / "pipeline.npz", allow_pickle=False) as z:
-                arr = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise MotionPipelineError(f"{d}: not a saved motion pipeline ({e})") from None
-        if meta.get("format") != FORMAT:
-            raise MotionPipelineError(f"{d}/pipeline.json: unknown format {meta.get('format')!r} (want {FORMAT})")
+        meta, arr = read_fitted(d, FORMAT, "motion")
         c = meta["config"]
         p = cls(fps=c["fps"], joints=c["joints"], position_smoothing=c["position_smoothing"],
                 rotation_smoothing=c["rotation_smoothing"], constant_eps=c["constant_eps"])

@@ -25,7 +25,6 @@ training frames) in raw units for the kept channels.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +36,8 @@ from gesture_jax.motion.bvh import BVH, Skeleton
 from gesture_jax.motion.channels import frames_from_local
 from gesture_jax.motion.ik import IKRig, Node, fk_node_positions, node_names, position_nodes
 from gesture_jax.motion.pipeline import (FittedFeatures, MotionPipelineError, MotionStats, RootStart, local_at_fps,
-                                         merge_all, merge_stats, rest_pose, select_joints, skeleton_from_dict, skeleton_from_saved,
-                                         skeleton_to_saved, stats_from_raw)
+                                         merge_all, merge_stats, read_fitted, rest_pose, save_fitted, select_joints,
+                                         skeleton_from_dict, skeleton_from_saved, stats_from_raw)
 from gesture_jax.motion.root import root_to_deltas
 from gesture_jax.motion.rotations import quat_to_matrix
 
@@ -264,36 +263,20 @@ class PositionPipeline(FittedFeatures):
     def save(self, directory: str | os.PathLike) -> None:
         """pipeline.json (config, skeleton, names) + pipeline.npz (arrays). No pickles."""
         f = self._need_fit()
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        sk_meta, sk_arrays = skeleton_to_saved(f.skeleton)
-        meta = {
-            "format": FORMAT,
-            "config": {"fps": self.fps, "joints": self.joints, "root": self.root, "velocities": self.velocities,
-                       "constant_eps": self.constant_eps},
-            "skeleton": sk_meta,
-            "node_names": self.node_names,
-            "raw_feature_names": f.raw_names,
-            "feature_names": self.feature_names,
-            "feature_dim": self.feature_dim,
-            "frames_fitted": f.count,
-            "files_fitted": f.sources,
-        }
-        np.savez(d / "pipeline.npz", **sk_arrays, keep=f.keep, shift=f.shift, const_values=f.const_values,
-                 mean=f.mean, std=f.std, max_abs=f.max_abs, rest_quats=f.rest_quats, rest_trans=f.rest_trans)
-        (d / "pipeline.json").write_text(json.dumps(meta, indent=1))
+        save_fitted(directory, FORMAT,
+                    {"fps": self.fps, "joints": self.joints, "root": self.root, "velocities": self.velocities,
+                     "constant_eps": self.constant_eps},
+                    f.skeleton,
+                    {"node_names": self.node_names, "raw_feature_names": f.raw_names,
+                     "feature_names": self.feature_names, "feature_dim": self.feature_dim,
+                     "frames_fitted": f.count, "files_fitted": f.sources},
+                    dict(keep=f.keep, shift=f.shift, const_values=f.const_values, mean=f.mean, std=f.std,
+                         max_abs=f.max_abs, rest_quats=f.rest_quats, rest_trans=f.rest_trans))
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "PositionPipeline":
         d = Path(directory)
-        try:
-            meta = json.loads((d / "pipeline.json").read_text())
-            with np.load(d / "pipeline.npz", allow_pickle=False) as z:
-                arr = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise MotionPipelineError(f"{d}: not a saved position pipeline ({e})") from None
-        if meta.get("format") != FORMAT:
-            raise MotionPipelineError(f"{d}/pipeline.json: unknown format {meta.get('format')!r} (want {FORMAT})")
+        meta, arr = read_fitted(d, FORMAT, "position")
         c = meta["config"]
         p = cls(fps=c["fps"], joints=c["joints"], root=c["root"], velocities=c["velocities"],
                 constant_eps=c["constant_eps"])

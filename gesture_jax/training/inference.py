@@ -100,12 +100,12 @@ def restore_model(run_dir: str | Path, model_fn, *, seed: int = 0, step: int | N
 def load_for_inference(workdir: str | Path, step: int | None = None, use_ema: bool = True,
                        device: jax.Device | None = None) -> InferenceBundle:
     """Rebuild the model(s) of ``workdir``'s method and load checkpoint ``step`` (default: latest)."""
-    from gesture_jax.methods import DataDims, get_method
+    from gesture_jax.methods import DataDims, get_method, method_name
 
     workdir = Path(workdir)
     cfg = load_config(workdir)
     manifest = _read_json(workdir / "data" / "manifest.json")
-    method = get_method(str(cfg.get("method", "persona_gestor")))
+    method = get_method(method_name(cfg))
     F, A, T = model_dims(method.stage_dir(workdir, method.stages[-1]), manifest)
     dims = DataDims(motion_dim=F, audio_dim=A, window=T, fps=float(cfg.data.fps))
     model, step, used_ema = method.load_models(workdir, cfg, dims, step=step, use_ema=use_ema, device=device)

@@ -130,8 +130,9 @@ def prepare_workdir(cfg: ml_collections.ConfigDict, workdir: Path, resuming: boo
     new = _config_json(cfg)
     if resuming and cfg_path.exists():
         old = json.loads(cfg_path.read_text())
-        changed = [s for s in ("method",) + tuple(sections) if old.get(s, "persona_gestor" if s == "method" else None)
-                   != new.get(s, "persona_gestor" if s == "method" else None)]
+        from gesture_jax.methods import method_name
+        old["method"], new["method"] = method_name(old), method_name(new)
+        changed = [s for s in ("method",) + tuple(sections) if old.get(s) != new.get(s)]
         if changed:
             diffs = []
             for s in changed:
@@ -302,11 +303,11 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, stop_after: in
     prepared shards of ``cfg.data.out``."""
     from gesture_jax.data import manifest as manifest_lib
     from gesture_jax.data import pipeline
-    from gesture_jax.methods import DataDims, MethodError, get_method
+    from gesture_jax.methods import DataDims, MethodError, get_method, method_name
 
     workdir = Path(workdir).absolute()
     try:
-        method = get_method(str(cfg.get("method", "persona_gestor")))
+        method = get_method(method_name(cfg))
         stage = method.stage(cfg)
     except MethodError as e:
         raise TrainConfigError(str(e)) from None

@@ -238,7 +238,7 @@ class Kucherenko(Method):
 
         def speech_loss(params, model_state, batch, key, deterministic=False):
             z, a = batch["motion"].astype(jnp.float32), batch["audio"].astype(jnp.float32)  # [B,T,F], [B,T,A]
-            B, T = z.shape[0], z.shape[1]
+            T = z.shape[1]
             if a.shape[1] != T:
                 raise ValueError(f"kucherenko: audio frames ({a.shape[1]}) must match motion frames ({T}) per "
                                  f"window (audio features at the motion rate)")
