@@ -124,6 +124,12 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.train.eval_every = 1000
     c.train.eval_batches = 4
     c.train.async_checkpoint = True   # write checkpoints in the background
+    # A step whose loss or gradient norm is NaN/inf is never applied (the weights stay those of
+    # the step before) and never saved. "stop" ends the run there, naming the step and the last
+    # good checkpoint; "skip" goes on with the next batch, counting skipped steps in
+    # metrics.jsonl (nonfinite_steps), and stops after max_nonfinite_skips in a row.
+    c.train.nonfinite = "stop"
+    c.train.max_nonfinite_skips = 20
 
     # ---- device mesh and sharding ------------------------------------------------------
     c.mesh = ml_collections.ConfigDict()

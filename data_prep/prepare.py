@@ -21,7 +21,11 @@ restarted with the same command skips finished files and ends with the same byte
  5. (shard_index 0) concatenate the windows of each split in natural file order (for
     train: each file's plain windows, then its mirrored ones) into
     ``{split}-{i:05d}-of-{n:05d}.array_record`` of ``data.records_per_shard`` windows,
-    then ``manifest.json``.
+    then ``manifest.json`` (with each shard's sha256, and the command line that ran, so
+    that errors about a damaged shard can name the command that re-creates it).
+    On a rerun, a shard whose bytes no longer match the earlier manifest's sha256 (or
+    that is missing, or of another size) is rewritten and reported; intact ones are not
+    touched.
 
 Parallelism: stages 2 and 4 run in ``data.num_workers`` processes (0 = every core; 1 =
 in this process). Several machines sharing DST: run the same command with
@@ -42,6 +46,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shlex
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 import sys
@@ -55,6 +60,8 @@ import numpy as np
 from data_prep import datasets, stats_io
 from gesture_jax.data import manifest as manifest_lib
 from gesture_jax.data import records, shards
+from gesture_jax import errors
+from gesture_jax.errors import UserError
 
 # data.* keys that do not change the prepared bytes (paths, training-time reading options)
 _NOT_FINGERPRINTED = {"root", "out", "num_workers", "random_crop_s", "grain_workers", "prefetch",
@@ -62,7 +69,7 @@ _NOT_FINGERPRINTED = {"root", "out", "num_workers", "random_crop_s", "grain_work
 POLL_S = 5.0
 
 
-class PrepareError(RuntimeError):
+class PrepareError(UserError, RuntimeError):
     """Preparation cannot go on (wrong folder, mismatched earlier run, no usable files)."""
 
 
@@ -350,8 +357,13 @@ def _split_records(out: Path, metas: list[dict]) -> Callable[[int, int], list[by
 
 
 def assemble(cfg: ml_collections.ConfigDict, out: Path, disc: datasets.Discovery,
-             splits: dict[str, list[datasets.SourcePair]], pipe) -> dict:
-    """Stage 5: shards per split + manifest.json (only shard_index 0 runs this)."""
+             splits: dict[str, list[datasets.SourcePair]], pipe, command: str | None = None) -> dict:
+    """Stage 5: shards per split + manifest.json (only shard_index 0 runs this).
+
+    ``command``: the command line that ran (recorded; a programmatic run keeps the one an
+    earlier run recorded, if any).
+    """
+    old = _previous_manifest(out)
     skipped = list(disc.skipped)
     split_info: dict[str, dict] = {}
     audio_name, audio_dim = None, None
@@ -369,7 +381,8 @@ def assemble(cfg: ml_collections.ConfigDict, out: Path, disc: datasets.Discovery
             audio_name, audio_dim = m["audio_feature"], m["audio_dim"]
             metas.append(m)
         total = sum(m["num_windows"] for m in metas)
-        info = write_split(out, split, total, _split_records(out, metas), cfg.data.records_per_shard)
+        info = write_split(out, split, total, _split_records(out, metas), cfg.data.records_per_shard,
+                           _previous_shards(old, split))
         keys = ("file_id", "bvh", "wav", "sha256", "num_frames", "num_windows", "warning")
         files = [{k: m[k] for k in keys if k in m} for m in metas]
         split_info[split] = {"num_windows": total, "num_files": len(metas), "shards": info, "files": files}
@@ -379,13 +392,19 @@ def assemble(cfg: ml_collections.ConfigDict, out: Path, disc: datasets.Discovery
     m = manifest_lib.new_manifest(cfg, feature_names=list(pipe.feature_names), audio_feature=audio_name,
                                   audio_dim=audio_dim, splits=split_info, skipped=skipped,
                                   source_root=str(Path(cfg.data.root).resolve()))
+    if command := command or (old or {}).get("prepare_command"):
+        m["prepare_command"] = command
     manifest_lib.save_manifest(out, m)
     return m
 
 
 def write_split(out: Path, split: str, total: int, read: Callable[[int, int], list[bytes]],
-                records_per_shard: int) -> list[dict]:
-    """Shards of one split, streamed shard by shard (bounded memory); finished ones kept."""
+                records_per_shard: int, previous: dict[str, dict] | None = None) -> list[dict]:
+    """Shards of one split, streamed shard by shard (bounded memory); intact finished ones kept.
+
+    ``previous``: the earlier manifest's shard entries by file name (shards.stale_reason
+    decides what is intact). A finished shard that had to be replaced is reported.
+    """
     if total == 0:
         return []
     count = max(1, -(-total // max(1, int(records_per_shard))))
@@ -395,15 +414,47 @@ def write_split(out: Path, split: str, total: int, read: Callable[[int, int], li
     for i in range(count):
         a, b = i * per, min(total, (i + 1) * per)
         path = out / shards.shard_name(split, i, count)
-        if not (path.is_file() and shards.count_records(path) == b - a):
-            shards.write_records(path, read(a, b))
-        info.append({"path": path.name, "num_records": b - a, "num_bytes": path.stat().st_size})
+        entry, why = shards.sync_shard(path, b - a, (previous or {}).get(path.name), lambda: read(a, b))
+        if why is not None:
+            print(f"[prepare] rewrote {path}: {why}", file=sys.stderr)
+        info.append(entry)
     return info
 
 
+def _previous_manifest(out: Path) -> dict | None:
+    """The manifest of an earlier run into ``out``, or None (absent, unreadable, other version)."""
+    try:
+        return manifest_lib.read_manifest(out)
+    except manifest_lib.ManifestError:
+        return None
+
+
+def _previous_shards(m: dict | None, split: str) -> dict[str, dict]:
+    return {s["path"]: s for s in ((m or {}).get("splits", {}).get(split, {}).get("shards", []))}
+
+
+def cli_command(argv: Sequence[str]) -> str:
+    """The prepare command line to record in the manifest: ``argv`` without the multi-machine
+    flags, so that rerunning it on one machine repairs the data (it waits for nobody)."""
+    drop = ("--num_shards", "--shard_index", "--wait_s")
+    args, skip_value = [], False
+    for a in argv[1:]:
+        if skip_value:
+            skip_value = False
+        elif a in drop:
+            skip_value = True  # "--flag value" form
+        elif not a.startswith(tuple(d + "=" for d in drop)):
+            args.append(a)
+    return shlex.join(["python", "-m", "data_prep.prepare", *args])
+
+
 def run_prepare(cfg: ml_collections.ConfigDict, *, num_shards: int = 1, shard_index: int = 0,
-                wait_s: float = 86400.0, progress: bool = True) -> dict | None:
-    """Prepare ``cfg.data.root`` into ``cfg.data.out``; returns the manifest (None on shard_index > 0)."""
+                wait_s: float = 86400.0, progress: bool = True, command: str | None = None) -> dict | None:
+    """Prepare ``cfg.data.root`` into ``cfg.data.out``; returns the manifest (None on shard_index > 0).
+
+    ``command``: the command line being run, recorded in the manifest as ``prepare_command``
+    (the CLI passes :func:`cli_command`).
+    """
     if not 0 <= shard_index < num_shards:
         raise PrepareError(f"--shard_index={shard_index} is not in [0, --num_shards={num_shards})")
     if not cfg.data.root or not cfg.data.out:
@@ -455,7 +506,7 @@ def run_prepare(cfg: ml_collections.ConfigDict, *, num_shards: int = 1, shard_in
     _wait_for(lambda: [_win_meta_path(out, p.file_id) for p, s in items
                        if not (s == "train" and _stats_error_path(out, p.file_id).is_file())],
               "prepared files", wait_s)
-    return assemble(cfg, out, disc, splits, pipe)
+    return assemble(cfg, out, disc, splits, pipe, command)
 
 
 def main(argv: Sequence[str]) -> None:
@@ -463,9 +514,11 @@ def main(argv: Sequence[str]) -> None:
     t0 = time.perf_counter()
     try:
         m = run_prepare(_CONFIG.value, num_shards=_NUM_SHARDS.value, shard_index=_SHARD_INDEX.value,
-                        wait_s=_WAIT_S.value)
-    except (PrepareError, FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"data_prep.prepare: {e}") from None
+                        wait_s=_WAIT_S.value, command=cli_command(sys.argv))
+    except Exception as e:  # noqa: BLE001 - your files/config: one line, exit 2 (--verbose: traceback)
+        if not (errors.is_user_error(e) or isinstance(e, ValueError)):
+            raise
+        raise SystemExit(errors.report(e, errors.verbose_requested())) from None
     if m is not None:
         print(json.dumps({"out": str(_CONFIG.value.data.out), "counts": m["counts"],
                           "motion_dim": m["motion"]["feature_dim"], "audio_dim": m["audio"]["dim"],
@@ -482,4 +535,5 @@ if __name__ == "__main__":
     _SHARD_INDEX = flags.DEFINE_integer("shard_index", 0, "this machine's index in [0, num_shards)")
     _WAIT_S = flags.DEFINE_float("wait_s", 86400.0, "how long to wait for other machines' results")
     flags.mark_flag_as_required("config")
+    errors.define_verbose_flag()
     app.run(main)

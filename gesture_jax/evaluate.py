@@ -35,6 +35,9 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from gesture_jax import errors
+from gesture_jax.errors import UserError
+
 FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file. Required with --train_fgd_ae; when evaluating, only its eval "
@@ -54,6 +57,7 @@ flags.DEFINE_integer("seed", 0, "Sampling and random-baseline seed.")
 flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
 flags.DEFINE_integer("max_files", 0, "Evaluate only the first N files of the split (0 = all).")
 flags.DEFINE_string("data_root", None, "Folder of the source BVH/WAV files (default: the manifest's source_root).")
+errors.define_verbose_flag()
 flags.DEFINE_bool("baselines_only", False, "Skip generation; score the baselines only (no checkpoint needed).")
 flags.DEFINE_bool("save_motion", False, "Also write the generated BVH files to OUT/motion/.")
 flags.DEFINE_bool("compare", False, "Compare runs: `--compare RUN_A RUN_B ... --out=DIR` scores every run "
@@ -66,7 +70,7 @@ flags.DEFINE_list("names", None, "With --compare: the runs' names in the table, 
                   "(default: the workdirs' folder names, which must then be distinct).")
 
 
-class EvaluateError(RuntimeError):
+class EvaluateError(UserError, RuntimeError):
     """An evaluation that cannot run (message names the file or directory and what to do)."""
 
 
@@ -427,15 +431,10 @@ def main(argv: Sequence[str]) -> None:
                               save_motion=FLAGS.save_motion, smooth_sigma=FLAGS.smooth_sigma)
         _print_table(report)
         print(f"wrote {out / 'metrics.json'} and {out / 'metrics.png'}")
-    except EvaluateError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except Exception as e:  # a run generation cannot load (no checkpoint, bad options): one line
-        from gesture_jax.sampling.options import GenerateError
-        if not isinstance(e, GenerateError):
+    except Exception as e:  # noqa: BLE001 - your files/runs: one line, exit 2 (--verbose: traceback)
+        if not errors.is_user_error(e):
             raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(errors.report(e, FLAGS.verbose))
 
 
 if __name__ == "__main__":

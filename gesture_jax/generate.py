@@ -14,7 +14,9 @@ input and sample is written in the dataset's skeleton at the dataset frame rate,
 exactly floor(duration * fps) frames.
 
 A folder with one unreadable or too-short file still generates the others; the bad ones
-are listed at the end and the exit status is 1.
+are listed at the end and the exit status is 1. A run that cannot be used (no checkpoint,
+a damaged one, options its method does not know) is one line and exit status 2;
+``--verbose`` adds the traceback.
 
 Python use (e.g. from the evaluation CLI):
     bundle = load_for_inference(workdir)
@@ -31,6 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from gesture_jax import errors
 from gesture_jax.sampling.options import GenerateError, SamplingOptions  # noqa: F401  (public here too)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus", ".aiff", ".aif")
@@ -205,7 +208,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "(default: the run's sample.smooth_sigma; 0 = off)")
     ap.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     ap.add_argument("--video", action="store_true", help="also write a stick-figure MP4 with the audio")
+    ap.add_argument("--verbose", action="store_true", help="print the traceback of errors about your files")
     a = ap.parse_args(argv)
+    try:
+        return _generate(a)
+    except Exception as e:  # noqa: BLE001 - your files/run: one line, exit 2 (--verbose: traceback)
+        if not errors.is_user_error(e):
+            raise
+        return errors.report(e, a.verbose)
+
+
+def _generate(a: argparse.Namespace) -> int:
 
     from gesture_jax.audio.io import AudioError, load_audio
     from gesture_jax.motion.bvh import write_bvh
@@ -217,8 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                snap_s=a.snap_s, smooth_sigma=a.smooth_sigma)
         resolve_options(bundle, opts)  # option errors before any audio work
     except GenerateError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return errors.report(e, a.verbose)
     files, bad = collect_audio(list(a.audio) + list(a.more_audio))
     waves, names = [], []
     for f in files:
@@ -235,8 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             bvhs = generate_motion(bundle, waves, opts, progress=True)
         except GenerateError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+            return errors.report(e, a.verbose)
         used_stems: set[str] = set()
         for f, wave, per_file in zip(names, waves, bvhs):
             stem = f.stem

@@ -6,7 +6,10 @@
 
 An existing ``--workdir`` with checkpoints resumes where it stopped and prints ``resumed at
 step N from DIR`` (same data order, same random numbers: the continued loss curve equals an
-uninterrupted run's). SIGTERM saves a checkpoint and exits. Overrides name keys of the
+uninterrupted run's). SIGTERM saves a checkpoint and exits. Damaged checkpoint steps are
+skipped (moved to checkpoints_rejected/, see training/verify.py); a NaN/inf loss stops the
+run without saving (``--config.train.nonfinite=skip`` skips such steps instead). Errors
+caused by your files or config print one line and exit 2; ``--verbose`` adds the traceback. Overrides name keys of the
 locked config; a typo such as ``--config.model.dpeth=4`` is an error naming the key and its
 closest match.
 
@@ -18,11 +21,12 @@ from __future__ import annotations
 
 import difflib
 import logging
-import re
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from gesture_jax import errors
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file (configs/*.py)",
                                           lock_config=True)
@@ -30,6 +34,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: checkpoints, met
 _STOP_AFTER = flags.DEFINE_integer("stop_after", None,
                                    "end this invocation after N steps (the run stays resumable)")
 flags.mark_flags_as_required(["config", "workdir"])
+errors.define_verbose_flag()
 
 
 def _known_keys(cfg, prefix: str = "") -> list[str]:
@@ -89,11 +94,9 @@ def main(argv: list[str]) -> None:
 
     logging.getLogger("absl").setLevel(logging.WARNING)
     cfg = _CONFIG.value
-    try:
-        result = loop.train(cfg, _WORKDIR.value, stop_after=_STOP_AFTER.value)
-    except (loop.TrainConfigError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    # Errors from the user's files, data or config: one line naming the problem, exit 2
+    # (--verbose: with the traceback). Anything else is a bug and keeps its traceback.
+    result = errors.run_cli(loop.train, cfg, _WORKDIR.value, stop_after=_STOP_AFTER.value)
     status = "preempted (checkpoint saved)" if result.preempted else "done"
     print(f"{status}: step {result.step} in {_WORKDIR.value}")
 

@@ -2,6 +2,7 @@
 
     XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/parallel_checks.py sharded_equality SPEC[@ACCUM]...
     GESTURE_JAX_COORDINATOR=127.0.0.1:PORT ... python tests/parallel_checks.py lockstep OUT.npz
+    GESTURE_JAX_COORDINATOR=127.0.0.1:PORT ... python tests/parallel_checks.py train_run DATA WORKDIR STOP_AFTER
 
 Each command prints one JSON line on stdout (the last line) for the calling test.
 """
@@ -104,6 +105,24 @@ def lockstep(out: str, steps: int = 3) -> dict:
             "devices": jax.device_count(), "losses": losses}
 
 
+def train_run(data: str, workdir: str, stop_after: str) -> dict:
+    """loop.train on the tiny prepared data from every process of a jax.distributed job
+    (sharded data:-1,fsdp:2 checkpoints); stderr carries the resume messages."""
+    import jax
+    from gesture_jax.parallel import distributed
+    distributed.initialize()
+    import training_fixtures as tf
+    from gesture_jax.training import loop
+    cfg = tf.tiny_config(data)
+    with cfg.unlocked():
+        cfg.mesh.shape = "data:-1,fsdp:2"
+        cfg.train.num_steps, cfg.train.checkpoint_every, cfg.train.log_every = 9, 3, 1
+    stop = int(stop_after) or None
+    res = loop.train(cfg, workdir, stop_after=stop, progress=False)
+    return {"process": jax.process_index(), "processes": jax.process_count(), "step": res.step,
+            "losses": {r["step"]: r["loss"] for r in res.history if "loss" in r}}
+
+
 def reshard_restore(workdir: str) -> dict:
     """Save on one mesh, restore onto others: every array equal, new layout applied."""
     import jax
@@ -143,6 +162,8 @@ if __name__ == "__main__":
         res = sharded_equality(args)
     elif name == "reshard_restore":
         res = reshard_restore(args[0])
+    elif name == "train_run":
+        res = train_run(*args)
     elif name == "lockstep":
         res = lockstep(args[0])
     else:

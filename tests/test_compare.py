@@ -170,11 +170,11 @@ def test_compare_command_line_errors_are_one_line(two_runs, tmp_path):
     dup = tmp_path / "x" / "a"
     shutil.copytree(two_runs["a"], dup, ignore=shutil.ignore_patterns("checkpoints"))
     p = _run(["-m", "gesture_jax.evaluate", "--compare", str(two_runs["a"]), str(dup), f"--out={tmp_path / 'o'}"])
-    assert p.returncode == 1
+    assert p.returncode == 2
     assert p.stderr.strip().splitlines() == [f"error: run name 'a' is used by both {two_runs['a']} and {dup}; "
                                              f"pass --names=a,b,... to name them"]
     p = _run(["-m", "gesture_jax.evaluate", "--compare", str(two_runs["a"])])
-    assert p.returncode == 1 and p.stderr.strip().splitlines()[-1].startswith("error: usage: --compare")
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith("error: usage: --compare")
     h = _run(["-m", "gesture_jax.evaluate", "--help"])
     assert "--compare" in h.stdout and "metrics.md" in h.stdout and "--names" in h.stdout
 
@@ -182,7 +182,7 @@ def test_compare_command_line_errors_are_one_line(two_runs, tmp_path):
 def test_compare_names_a_missing_run_or_one_without_a_model(two_runs, tmp_path):
     missing = tmp_path / "nope"
     p = _run(["-m", "gesture_jax.evaluate", "--compare", str(two_runs["a"]), str(missing), f"--out={tmp_path / 'o'}"])
-    assert p.returncode == 1
+    assert p.returncode == 2
     assert p.stderr.strip().splitlines() == [f"error: run directory {missing} does not exist"]
     untrained = tmp_path / "untrained"
     shutil.copytree(two_runs["b"], untrained, ignore=shutil.ignore_patterns("checkpoints"))

@@ -200,4 +200,4 @@ def test_evaluate_cli_on_a_run_without_a_checkpoint_is_one_line(tiny_run, tmp_pa
     p = subprocess.run([sys.executable, "-m", "gesture_jax.evaluate", f"--workdir={wd}", f"--out={tmp_path / 'e'}",
                         f"--fgd_ae={ae}"], cwd=REPO, capture_output=True, text=True)
     lines = p.stderr.strip().splitlines()
-    assert p.returncode == 1 and len(lines) == 1 and "no checkpoint" in lines[0] and str(wd) in lines[0], p.stderr[-2000:]
+    assert p.returncode == 2 and len(lines) == 1 and "no checkpoint" in lines[0] and str(wd) in lines[0], p.stderr[-2000:]

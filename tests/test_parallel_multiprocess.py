@@ -52,3 +52,45 @@ def test_two_processes_match_single_process(tmp_path):
     scale = max(np.abs(b[k]).max() for k in keys)
     for k in keys:
         assert np.abs(a[k] - b[k]).max() <= 1e-5 * scale, k
+
+
+def _two_processes(args: list[str]) -> list[tuple[dict, str]]:
+    import json
+    port = _free_port()
+    procs = [subprocess.Popen(
+        [sys.executable, str(CHECKS), *args],
+        env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=2",
+                 GESTURE_JAX_COORDINATOR=f"127.0.0.1:{port}", GESTURE_JAX_NUM_PROCESSES="2",
+                 GESTURE_JAX_PROCESS_ID=str(i)),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    for p, (o, e) in zip(procs, outs):
+        assert p.returncode == 0, e[-3000:]
+    return [(json.loads(o.strip().splitlines()[-1]), e) for o, e in outs]
+
+
+def test_two_process_run_skips_a_damaged_sharded_checkpoint(tmp_path):
+    """Sharded checkpoints written by two processes carry checksums; a flipped weight file
+    in the newest step makes both processes resume from the step before, and the curve
+    continues as an uninterrupted two-process run's."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import training_fixtures as tf
+    from gesture_jax.training import verify
+    data = tmp_path / "data"
+    tf.make_prepared(data)
+    ref = _two_processes(["train_run", str(data), str(tmp_path / "ref"), "0"])
+    run = tmp_path / "run"
+    _two_processes(["train_run", str(data), str(run), "6"])
+    step6 = run / "checkpoints" / "6"
+    assert verify.verify_step(step6).ok
+    weights = max((p for p in (step6 / "params").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    raw = bytearray(weights.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    weights.write_bytes(bytes(raw))
+    res = _two_processes(["train_run", str(data), str(run), "0"])
+    for r, err in res:
+        assert r["step"] == 9 and r["processes"] == 2
+    assert "checkpoint step 6 is damaged" in res[0][1] and "resuming from step 3" in res[0][1], res[0][1][-2000:]
+    want = ref[0][0]["losses"]
+    got = res[0][0]["losses"]
+    np.testing.assert_allclose([got[str(s)] for s in range(4, 10)], [want[str(s)] for s in range(4, 10)], rtol=1e-6)

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from gesture_jax.errors import UserError
+
 MIN_DURATION_S = 1.0  # shorter clips cannot fill even one 20 fps window sensibly
 
 
-class AudioError(ValueError):
+class AudioError(UserError, ValueError):
     """An audio file that cannot be used as speech input (message names the file)."""
 
 

@@ -6,7 +6,9 @@ Prints one JSON object (counts, dims, shards) and exits 0, or prints the problem
 1. Without ``--full`` it does what every training start does (manifest vs config; each
 shard present, of the recorded size and record count, first and last records decodable:
 seconds). ``--full`` also reads and decodes every record (ArrayRecord's checksums catch
-damage in the middle of a shard, which the quick check cannot see).
+damage in the middle of a shard, which the quick check cannot see; the error names the
+shard and the record) and compares each shard's bytes with the sha256 that preparation
+recorded in the manifest (manifests written before shards were hashed have none).
 """
 from __future__ import annotations
 
@@ -18,35 +20,37 @@ from typing import Any
 import ml_collections
 
 from gesture_jax.data import manifest as manifest_lib
-from gesture_jax.data import records, shards
+from gesture_jax.data import pipeline, records, shards
 
 
 def check_prepared(cfg: ml_collections.ConfigDict, *, full: bool = False,
                    data_out: str | Path | None = None) -> dict[str, Any]:
-    """Raise ManifestError / ShardError / RecordError on the first problem; else a summary."""
+    """Raise ManifestError / ShardError on the first problem; else a summary."""
     out = Path(data_out or cfg.data.out)
     m = manifest_lib.load_manifest(out, cfg)
-    T, F, A = m["window_frames"], m["motion"]["feature_dim"], m["audio"]["dim"]
+    (T, F), (_, A) = manifest_lib.record_shapes(m)
     summary: dict[str, Any] = {"data_out": str(out), "motion_dim": F, "audio_dim": A, "window_frames": T,
                                "fps": m["fps"], "counts": m["counts"], "full": full, "shards": {}}
     for split, info in m["splits"].items():
         if info["num_windows"] == 0:
             summary["shards"][split] = 0
             continue
-        paths = manifest_lib.check_split(out, m, split)
-        summary["shards"][split] = len(paths)
+        source = pipeline.split_source(out, m, split)  # the quick check of every shard
+        summary["shards"][split] = len(source.paths)
         if full:
-            for p in paths:
-                for i, raw in enumerate(shards.read_records(p)):
-                    try:
-                        w = records.decode_window(raw)
-                    except records.RecordError as e:
-                        raise shards.ShardError(f"{p}: record {i}: {e}") from e
-                    if w["motion"].shape != (T, F) or w["audio"].shape != (T, A):
-                        raise manifest_lib.ManifestError(
-                            f"{p}: record {i} has motion {w['motion'].shape} audio {w['audio'].shape}, "
-                            f"manifest says ({T},{F}) and ({T},{A})")
+            for index in range(len(source)):
+                source[index]  # reads, decodes, checks shapes; a fault is a ShardError naming shard + record
+            for p, s in zip(source.paths, info["shards"]):
+                verify_sha256(p, s, manifest_lib.repair_hint(m, out))
     return summary
+
+
+def verify_sha256(path: Path, entry: dict[str, Any], fix: str) -> None:
+    """ShardError unless ``path``'s bytes hash to the manifest's ``entry["sha256"]`` (if recorded)."""
+    want = entry.get("sha256")
+    if want is not None and (have := shards.sha256_file(path)) != want:
+        raise shards.ShardError(f"{path}: sha256 {have[:12]}... differs from manifest.json's {want[:12]}...: "
+                                f"the shard changed after preparation; {fix}", shard=path)
 
 
 def main(argv) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import ml_collections
 
 from gesture_jax.data import records, shards
+from gesture_jax.errors import UserError
 
 MANIFEST_NAME = "manifest.json"
 PIPELINE_DIR = "motion_pipeline"
@@ -25,7 +26,7 @@ MANIFEST_SCHEMA = "gesture_jax.windows"
 MANIFEST_VERSION = 1
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A prepared-data folder that is missing, corrupt, or does not match the config."""
 
 
@@ -109,10 +110,54 @@ def validate_against_config(m: dict[str, Any], cfg: ml_collections.ConfigDict, p
         raise ManifestError(f"data.random_crop_s={d.random_crop_s} is longer than data.window_s={d.window_s}")
 
 
+def prepare_command(m: dict[str, Any] | None, data_out: str | Path) -> str:
+    """The command that (re)creates ``data_out``: as recorded by data_prep.prepare, else a template."""
+    return (m or {}).get("prepare_command") or (f"python -m data_prep.prepare --config=<your config> "
+                                                f"--config.data.out={data_out}")
+
+
+def repair_hint(m: dict[str, Any] | None, data_out: str | Path) -> str:
+    """What to do about a damaged shard of ``data_out`` (ends ShardError messages).
+
+    Rerunning preparation rewrites exactly the shards whose bytes differ from the sha256
+    recorded in the manifest; a manifest written before shards were hashed only lets it
+    see missing or miscounted shards, so the user must delete the damaged one first.
+    """
+    cmd = prepare_command(m, data_out)
+    hashed = any("sha256" in s for info in (m or {}).get("splits", {}).values() for s in info.get("shards", []))
+    if hashed:
+        return f"re-create it with: {cmd} (only damaged shards are rewritten)"
+    return f"delete it and re-create it with: {cmd} (this manifest predates shard checksums)"
+
+
+def checked_window(raw: bytes, *, shard: Path, record: int, shapes: tuple[tuple[int, int], tuple[int, int]],
+                   fix: str) -> dict[str, Any]:
+    """Decode record ``record`` of ``shard`` and check its shapes; any fault -> ShardError naming both.
+
+    ``shapes`` = ((T, F), (T, A)) from the manifest. Shared by the training input
+    pipeline, the quick check at training start and ``gesture_jax.data.check --full``.
+    """
+    try:
+        w = records.decode_window(raw)
+    except Exception as e:  # RecordError, or a KeyError/ValueError from a garbled map
+        raise shards.ShardError(f"{shard}: record {record} is corrupt ({e}); {fix}", shard=shard, record=record) from e
+    if (w["motion"].shape, w["audio"].shape) != tuple(shapes):
+        raise shards.ShardError(f"{shard}: record {record} has motion {w['motion'].shape} audio {w['audio'].shape}, "
+                                f"manifest.json says {shapes[0]} and {shapes[1]}; {fix}", shard=shard, record=record)
+    return w
+
+
+def record_shapes(m: dict[str, Any]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((T, F), (T, A)): the motion and audio shapes every record of ``m`` has."""
+    T = m["window_frames"]
+    return (T, m["motion"]["feature_dim"]), (T, m["audio"]["dim"])
+
+
 def check_split(data_out: str | Path, m: dict[str, Any], split: str) -> list[Path]:
     """Check one split's shards (present, sizes, counts, a decodable first/last record).
 
-    Returns the shard paths in order. Raises ManifestError / ShardError / RecordError.
+    Returns the shard paths in order. Raises ManifestError / ShardError (naming the shard
+    and the command that re-creates it).
     """
     data_out = Path(data_out)
     path = data_out / MANIFEST_NAME
@@ -122,18 +167,14 @@ def check_split(data_out: str | Path, m: dict[str, Any], split: str) -> list[Pat
     if info["num_windows"] == 0 or not info["shards"]:
         raise ManifestError(f"{path}: split {split!r} is empty (0 windows from {len(info['files'])} "
                             f"files): check data.holdout and the source folder")
-    T, F, A = m["window_frames"], m["motion"]["feature_dim"], m["audio"]["dim"]
+    shapes, fix = record_shapes(m), repair_hint(m, data_out)
     out = []
     for s in info["shards"]:
         p = data_out / s["path"]
-        for raw in shards.check_shard(p, num_records=s["num_records"], num_bytes=s["num_bytes"]):
-            try:
-                w = records.decode_window(raw)
-            except records.RecordError as e:
-                raise shards.ShardError(f"{p}: corrupt record ({e})") from e
-            if w["motion"].shape != (T, F) or w["audio"].shape != (T, A):
-                raise ManifestError(f"{p}: record shapes motion {w['motion'].shape} audio "
-                                    f"{w['audio'].shape}, manifest says ({T},{F}) and ({T},{A})")
+        n = s["num_records"]
+        probed = shards.check_shard(p, num_records=n, num_bytes=s["num_bytes"], fix=fix)
+        for i, raw in zip(sorted({0, n - 1}) if n else [], probed):
+            checked_window(raw, shard=p, record=i, shapes=shapes, fix=fix)
         out.append(p)
     if sum(s["num_records"] for s in info["shards"]) != info["num_windows"]:
         raise ManifestError(f"{path}: split {split!r} shard record counts do not add up to num_windows")
@@ -167,7 +208,7 @@ def new_manifest(cfg: ml_collections.ConfigDict, *, feature_names: list[str], au
                  source_root: str) -> dict[str, Any]:
     """Assemble manifest.json's content.
 
-    ``splits[name]`` = {"num_windows", "shards": [{"path","num_records","num_bytes"}],
+    ``splits[name]`` = {"num_windows", "shards": [{"path","num_records","num_bytes","sha256"}],
     "files": [{"file_id","bvh","wav","sha256": {"bvh","wav"},"num_frames","num_windows"}]}.
     """
     d = cfg.data

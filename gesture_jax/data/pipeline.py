@@ -5,12 +5,13 @@
     state = it.get_state()  # JSON-able dict; it.set_state(state) resumes exactly
 
 Order of operations and why:
-  source (all shards of the split, record index order fixed by preparation)
+  source (all shards of the split, record index order fixed by preparation; reads and
+     decodes a record when asked, see :class:`WindowSource`)
   -> per-process strided slice, trimmed so every process has the same number of windows
      (hosts then run the same number of steps; no collective waits on a missing batch)
   -> index shuffle with ``seed`` (a different permutation per epoch, no buffer)
   -> repeat (``num_epochs=None``: forever)
-  -> decode (+ optional random crop of ``data.random_crop_s``, seeded per index)
+  -> optional random crop of ``data.random_crop_s``, seeded per index
   -> batch (drop_remainder: static shapes for jit)
   -> iterator with read-ahead threads; ``data.grain_workers`` > 0 adds worker processes.
 Every step is a deterministic function of (seed, position), which is what makes
@@ -28,27 +29,129 @@ here is a ``grain.DatasetIterator``, so it plugs into ``grain.checkpoint.Checkpo
 The handler writes ``process_{i}-of-{n}.json`` per host (i, n from jax), i.e. one state
 per process. Alternatively save ``it.get_state()`` (a small JSON-able dict) yourself with
 ``ocp.args.JsonSave``.
+
+Damaged data: a record that cannot be read or decoded, or has the wrong shape, raises
+``shards.ShardError`` from ``next(it)`` (attributes ``shard``, ``record``) whose message names
+the shard file, the record inside it, the reason and the command that re-creates the shard.
+With read-ahead threads and with ``data.grain_workers`` > 0 (grain 0.2.18) that same
+exception reaches the caller: Grain re-raises a worker's exception after pickling it, and
+ShardError pickles with its attributes. Call :func:`data_error` on whatever ``next(it)``
+raised to get the ShardError even if a Grain version wraps or chains it.
 """
 from __future__ import annotations
 
+import bisect
+import itertools
+import threading
 from pathlib import Path
 from typing import Any
 
 import grain
 import ml_collections
 import numpy as np
+from array_record.python import array_record_module
 
 from gesture_jax.data import manifest as manifest_lib
-from gesture_jax.data import records
+from gesture_jax.data import shards
 
 
-class DecodeWindow(grain.transforms.Map):
-    """Record bytes -> {"motion": [T,F] float32, "audio": [T,A] float32}."""
+class WindowSource:
+    """Random access over a split's shards: global index -> decoded, shape-checked window.
 
-    def map(self, raw: bytes) -> dict[str, np.ndarray]:
-        w = records.decode_window(raw)
+    Replaces ``grain.sources.ArrayRecordDataSource`` + a decode map so that any fault is
+    reported where the index is still known: as a ShardError naming the shard file, the
+    record inside it and the command that re-creates it (``fix``), instead of ArrayRecord's
+    "chunk data hash mismatch ... at byte N" that names no file. Shards are opened lazily,
+    one thread-safe reader each (ArrayRecord readers are safe to share between threads);
+    readers are not pickled, so Grain worker processes open their own.
+    """
+
+    def __init__(self, paths: list[Path], counts: list[int],
+                 shapes: tuple[tuple[int, int], tuple[int, int]], fix: str):
+        self.paths = [Path(p) for p in paths]
+        self.shapes = shapes
+        self.fix = fix
+        self._ends = list(itertools.accumulate(int(n) for n in counts))
+        self._readers: list[Any] = [None] * len(self.paths)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """Global record index -> (shard number, record index inside that shard)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"record {index} not in [0, {len(self)})")
+        k = bisect.bisect_right(self._ends, index)
+        return k, index - (self._ends[k - 1] if k else 0)
+
+    def _reader(self, k: int):
+        if self._readers[k] is None:
+            with self._lock:
+                if self._readers[k] is None:
+                    # random access: no read-ahead (what grain's ArrayRecordDataSource uses)
+                    self._readers[k] = array_record_module.ArrayRecordReader(
+                        str(self.paths[k]), "readahead_buffer_size:0", file_reader_buffer_size=32768)
+        return self._readers[k]
+
+    def read(self, k: int, i: int) -> bytes:
+        """Raw record ``i`` of shard ``k``; any failure to open or read it is a ShardError naming both."""
+        try:
+            return self._reader(k).read([i])[0]
+        except Exception as e:  # the C++ layer raises RuntimeError/ValueError/OSError variously
+            raise shards.ShardError(f"{self.paths[k]}: record {i} is corrupt ({e}); {self.fix}",
+                                    shard=self.paths[k], record=i) from e
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        """{"motion": [T,F] float32, "audio": [T,A] float32} of record ``index`` (global)."""
+        k, i = self.locate(int(index))
+        w = manifest_lib.checked_window(self.read(k, i), shard=self.paths[k], record=i,
+                                        shapes=self.shapes, fix=self.fix)
         # motion stays a read-only view of the record (batching copies it once)
         return {"motion": np.asarray(w["motion"], np.float32), "audio": w["audio"].astype(np.float32)}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_readers"] = [None] * len(self.paths)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
+def split_source(data_out: str | Path, m: dict[str, Any], split: str) -> WindowSource:
+    """:class:`WindowSource` over ``split`` after the quick check (``manifest.check_split``)."""
+    paths = manifest_lib.check_split(data_out, m, split)
+    counts = [s["num_records"] for s in m["splits"][split]["shards"]]
+    return WindowSource(paths, counts, manifest_lib.record_shapes(m), manifest_lib.repair_hint(m, data_out))
+
+
+def data_error(e: BaseException) -> shards.ShardError | None:
+    """The ShardError behind an exception ``next(iterator)`` raised, or None when it is not one.
+
+    Looks through ``__cause__``/``__context__`` chains (and ``ExceptionGroup`` members), so
+    training can report the damaged shard even if Grain wraps the worker's exception:
+
+        try:
+            batch = next(it)
+        except Exception as e:
+            if (err := pipeline.data_error(e)) is not None:
+                raise err from None
+            raise
+    """
+    seen: set[int] = set()
+    todo = [e]
+    while todo:
+        x = todo.pop(0)
+        if x is None or id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, shards.ShardError):
+            return x
+        todo += [x.__cause__, x.__context__, *getattr(x, "exceptions", ())]
+    return None
 
 
 class RandomCrop(grain.transforms.RandomMap):
@@ -90,10 +193,10 @@ def make_dataset(cfg: ml_collections.ConfigDict, split: str, *, batch_size: int,
     """The Grain dataset behind :func:`make_iterator` (same arguments)."""
     data_out = Path(data_out or cfg.data.out)
     m = manifest_lib.load_manifest(data_out, cfg)
-    paths = manifest_lib.check_split(data_out, m, split)
+    source = split_source(data_out, m, split)
     pi, pc = _process_index_count(process_index, process_count)
 
-    ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource([str(p) for p in paths]))
+    ds = grain.MapDataset.source(source)
     per_process = len(ds) // pc
     if per_process == 0:
         raise manifest_lib.ManifestError(f"{data_out}: split {split!r} has {len(ds)} windows, fewer "
@@ -103,7 +206,6 @@ def make_dataset(cfg: ml_collections.ConfigDict, split: str, *, batch_size: int,
         ds = ds.shuffle(seed=seed)
     if num_epochs != 1:
         ds = ds.repeat(num_epochs)
-    ds = ds.map(DecodeWindow())
     crop = (split == "train") if random_crop is None else random_crop
     if crop and cfg.data.random_crop_s > 0:
         length = manifest_lib.seconds_to_frames(cfg.data.random_crop_s, cfg.data.fps, "random_crop_s")
@@ -127,7 +229,8 @@ def make_iterator(cfg: ml_collections.ConfigDict, split: str, *, batch_size: int
     ``process_index``/``process_count`` default to jax.process_index()/process_count();
     each process reads a disjoint, equally long part of the split. ``random_crop``
     defaults to on for "train" when ``data.random_crop_s`` > 0.
-    Raises ManifestError/ShardError before any batch when the data does not fit ``cfg``.
+    Raises ManifestError/ShardError before any batch when the data does not fit ``cfg``, and
+    ShardError from ``next`` for a damaged record (see the module docstring and :func:`data_error`).
     """
     return iter(make_dataset(cfg, split, batch_size=batch_size, seed=seed,
                              process_index=process_index, process_count=process_count,

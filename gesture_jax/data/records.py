@@ -19,6 +19,8 @@ from typing import Any, Mapping
 import msgpack
 import numpy as np
 
+from gesture_jax.errors import UserError
+
 SCHEMA_VERSION = 1
 WINDOW_FIELDS = {
     "motion": np.float32,
@@ -29,7 +31,7 @@ WINDOW_FIELDS = {
 }
 
 
-class RecordError(ValueError):
+class RecordError(UserError, ValueError):
     """A record that does not follow the window schema."""
 
 

@@ -34,6 +34,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from gesture_jax.errors import UserError
 from gesture_jax.eval.baselines import BASELINES
 from gesture_jax.eval.metrics import KA_KEYS, SUMMARY_KEYS
 
@@ -69,7 +70,7 @@ def _evaluate_module():
     return evaluate
 
 
-class CompareError(ValueError):
+class CompareError(UserError, ValueError):
     """Runs that cannot be compared (the message names the run, the file and what differs)."""
 
 

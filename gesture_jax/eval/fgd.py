@@ -24,8 +24,10 @@ from typing import Iterable, Sequence
 import numpy as np
 from scipy import linalg
 
+from gesture_jax.errors import UserError
 
-class FGDError(ValueError):
+
+class FGDError(UserError, ValueError):
     """A Fréchet distance that cannot be computed (too few samples, complex square root)."""
 
 

@@ -34,12 +34,13 @@ import numpy as np
 import optax
 from flax import nnx
 
+from gesture_jax.errors import UserError
 from gesture_jax.eval.fgd import make_windows, window_starts
 
 FORMAT_VERSION = 1
 
 
-class FGDAutoencoderError(RuntimeError):
+class FGDAutoencoderError(UserError, RuntimeError):
     """A missing or inconsistent FGD autoencoder directory."""
 
 

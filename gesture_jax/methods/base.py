@@ -23,11 +23,13 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from gesture_jax.errors import UserError
+
 # loss(params, model_state, batch, key, deterministic) -> (loss, new model_state)
 LossFn = Callable[..., tuple[Any, Any]]
 
 
-class MethodError(ValueError):
+class MethodError(UserError, ValueError):
     """A config, dataset or workdir that the chosen method cannot use (message says why)."""
 
 

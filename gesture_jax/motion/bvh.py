@@ -23,13 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
+from gesture_jax.errors import UserError
+
 __all__ = ["BVHError", "Skeleton", "BVH", "read_bvh", "write_bvh", "parse_bvh_text", "format_bvh"]
 
 VALID_CHANNELS = ("Xposition", "Yposition", "Zposition", "Xrotation", "Yrotation", "Zrotation")
 _CHANNEL_CANON = {c.lower(): c for c in VALID_CHANNELS}
 
 
-class BVHError(ValueError):
+class BVHError(UserError, ValueError):
     """A malformed BVH file; the message names the file and (when known) the line."""
 
     def __init__(self, path: str | os.PathLike | None, message: str, line: int | None = None):

@@ -40,6 +40,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from gesture_jax.errors import UserError
 from gesture_jax.motion.bvh import BVH, Skeleton
 from gesture_jax.motion.channels import frames_from_local
 from gesture_jax.motion.mirror import mirror_local, mirror_pairs
@@ -56,7 +57,7 @@ FORMAT = "gesture_jax.motion_pipeline/1"
 ROOT_DIMS = 9  # pos 3, dpos 2, dyaw 1, expmap 3
 
 
-class MotionPipelineError(ValueError):
+class MotionPipelineError(UserError, ValueError):
     """A file or joint list that does not fit the pipeline; the message names the file/joint."""
 
 

@@ -22,11 +22,13 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh
 
+from gesture_jax.errors import UserError
+
 AXES: tuple[str, ...] = ("data", "fsdp", "tensor")
 BATCH_AXES: tuple[str, ...] = ("data", "fsdp")  # the batch dimension is split over both
 
 
-class MeshConfigError(ValueError):
+class MeshConfigError(UserError, ValueError):
     """``mesh.shape`` cannot be parsed or does not fit the available devices."""
 
 

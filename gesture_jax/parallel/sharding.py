@@ -32,6 +32,7 @@ from typing import Any, Iterable, Sequence
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from gesture_jax.errors import UserError
 from gesture_jax.parallel.mesh import AXES, BATCH_AXES
 
 Rule = tuple[str, str]
@@ -41,7 +42,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
 )
 
 
-class ShardingRuleError(ValueError):
+class ShardingRuleError(UserError, ValueError):
     """A sharding rule that cannot be parsed or applied."""
 
 

@@ -46,13 +46,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gesture_jax.errors import UserError
 from gesture_jax.sampling.samplers import X0Fn
 
 # (x_windows [W, T, F], t int32 scalar) -> x0 estimates [W, T, F]
 WindowX0Fn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-class WindowPlanError(ValueError):
+class WindowPlanError(UserError, ValueError):
     """Window geometry that cannot cover the requested timelines."""
 
 

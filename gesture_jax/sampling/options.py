@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gesture_jax.errors import UserError
 
-class GenerateError(RuntimeError):
+
+class GenerateError(UserError, RuntimeError):
     """A generation request that cannot be served (message names the file or workdir)."""
 
 

@@ -36,13 +36,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gesture_jax.errors import UserError
+
 SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpm-solver++")
 
 # (x_t [B, ...], t: int32 scalar training timestep) -> x0 estimate [B, ...]
 X0Fn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-class SamplerError(ValueError):
+class SamplerError(UserError, ValueError):
     """An invalid sampler name, step count or schedule."""
 
 

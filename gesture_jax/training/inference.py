@@ -18,11 +18,13 @@ import ml_collections
 from flax import nnx
 from jax.sharding import SingleDeviceSharding
 
+from gesture_jax.errors import UserError
 from gesture_jax.training import checkpoint as ckpt_lib
 from gesture_jax.training import state as state_lib
+from gesture_jax.training import verify
 
 
-class RunError(FileNotFoundError):
+class RunError(UserError, FileNotFoundError):
     """A workdir that is not a (complete) training run."""
 
 
@@ -76,6 +78,7 @@ def restore_model(run_dir: str | Path, model_fn, *, seed: int = 0, step: int | N
             raise RunError(f"{ckpt_dir} holds no complete checkpoint")
         if step not in ckpt.all_steps():
             raise RunError(f"{ckpt_dir} has no step {step} (have {ckpt.all_steps()})")
+        _refuse_damaged(ckpt_dir, step, ckpt.all_steps())
         present = ckpt.item_names(step)
         weights = "ema" if use_ema and "ema" in present else "params"
 
@@ -91,10 +94,33 @@ def restore_model(run_dir: str | Path, model_fn, *, seed: int = 0, step: int | N
     finally:
         ckpt.close()
 
+    bad = verify.nonfinite_paths(restored)
+    if bad:
+        raise RunError(f"checkpoint {ckpt_dir / str(step)} holds non-finite values ({bad[0]}): "
+                       f"{_newest_good(ckpt_dir, [s for s in ckpt.all_steps() if s != step])}")
+
     # RNG-stream template (tiny; XLA drops the unused parameter initializers).
     rng_state = jax.jit(lambda: state_lib.split_model(model_fn(nnx.Rngs(0)))[2])()
     model = nnx.merge(graphdef, restored[weights], rng_state, restored.get("model_state", ms_abs))
     return model, int(step), weights == "ema"
+
+
+def _newest_good(ckpt_dir: Path, steps: list[int]) -> str:
+    for rep in verify.verify_run_dir(ckpt_dir, steps):
+        if rep.usable:
+            return f"the newest step that verifies is {rep.step}: pass --step={rep.step}"
+    return "no other step of this run verifies"
+
+
+def _refuse_damaged(ckpt_dir: Path, step: int, steps: list[int]) -> None:
+    """A step whose files differ from its checksums is never loaded (its weights may be
+    silently wrong); the error names the newest step that verifies."""
+    since = verify.read_policy(ckpt_dir)
+    rep = verify.verify_step(ckpt_dir / str(step), required=since is not None and step >= since)
+    if not rep.usable:
+        raise RunError(f"checkpoint {ckpt_dir / str(step)} is damaged ({rep.summary()}); "
+                       f"{_newest_good(ckpt_dir, [s for s in steps if s != step])} "
+                       f"(python -m gesture_jax.training.check --workdir=RUN lists every step)")
 
 
 def load_for_inference(workdir: str | Path, step: int | None = None, use_ema: bool = True,

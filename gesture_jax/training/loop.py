@@ -18,6 +18,7 @@ import logging
 import math
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from gesture_jax.errors import UserError
 from gesture_jax.parallel import distributed
 from gesture_jax.parallel import mesh as mesh_lib
 from gesture_jax.parallel import sharding as shd
@@ -53,7 +55,7 @@ LossFactory = Callable[[Any, Any, Any], Callable[..., Any]]
 _FROZEN_SECTIONS = ("model", "diffusion", "audio")
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(UserError, ValueError):
     """The config cannot train on this mesh/data, or does not match the workdir's run."""
 
 
@@ -198,7 +200,7 @@ def run_training(cfg: ml_collections.ConfigDict, workdir: str | Path, *, model_f
     min_size = int(cfg.mesh.get("min_shard_size", 0))
 
     ckpt = ckpt_lib.Checkpointer(run_dir / "checkpoints", keep=int(tc.keep_checkpoints),
-                                 async_save=bool(tc.get("async_checkpoint", True)))
+                                 async_save=bool(tc.get("async_checkpoint", True)), writer=True)
     resume_step = ckpt.latest_step()
     prepare_workdir(cfg, workdir, resuming=resume_step is not None or run_dir != workdir,
                     sections=frozen_sections)
@@ -207,12 +209,13 @@ def run_training(cfg: ml_collections.ConfigDict, workdir: str | Path, *, model_f
     abstract, shardings, parts, tx, schedule, _ = state_lib.abstract_train_state(
         model_fn, tc, int(cfg.seed), mesh, rules, min_size)
     data_state = None
-    if resume_step is not None:
-        state, data_state = ckpt.restore(abstract, resume_step)
+    restored = ckpt.restore_verified(abstract, say=_say) if resume_step is not None else None
+    if restored is not None:
+        state, data_state, resume_step = restored
     else:
         state, _, _, _, _ = state_lib.create_train_state(model_fn, tc, int(cfg.seed), mesh, rules, min_size)
     start = int(jax.device_get(state.step))
-    if resume_step is not None and distributed.is_primary():
+    if restored is not None and distributed.is_primary():
         # The step of the state actually restored (not the directory name): a resume that
         # silently started over would print 0, which the kill/resume test catches; an equal
         # loss curve alone cannot tell (a restart from step 0 replays the same curve).
@@ -224,7 +227,7 @@ def run_training(cfg: ml_collections.ConfigDict, workdir: str | Path, *, model_f
     train_it = train_iter_fn(local_bs, int(cfg.seed))
     if data_state is not None:
         train_it.set_state(data_state)
-    first = next(train_it)
+    first = _next_batch(train_it, start)
     batch_ndims = {k: np.ndim(v) for k, v in first.items()}
     train_step = step_lib.jit_train_step(step_lib.make_train_step(loss_fn, tx, schedule, tc, mesh),
                                          shardings, mesh, batch_ndims)
@@ -237,51 +240,142 @@ def run_training(cfg: ml_collections.ConfigDict, workdir: str | Path, *, model_f
     history: list[dict[str, float]] = []
     log_every, ckpt_every = max(1, int(tc.log_every)), max(1, int(tc.checkpoint_every))
     eval_every = int(tc.eval_every)
+    guard = NonFiniteGuard(str(tc.get("nonfinite", "stop")), int(tc.get("max_nonfinite_skips", 20)),
+                           ckpt, run_dir)
     preempted = False
     t_last, s_last = time.perf_counter(), start
-    loss_sum, loss_n = jnp.zeros((), jnp.float32), 0
+    loss_sum, loss_n = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)
     local_batch = first
+    saved_step = start if restored is not None else None
+    data_snapshot = None
     end = num_steps if stop_after is None else min(num_steps, start + stop_after)
-    with _Preemption() as pre:
-        step = start
-        while step < end:
-            if local_batch is None:
-                local_batch = next(train_it)
-            data_snapshot = train_it.get_state()  # position after this step's batch
-            state, m = train_step(state, _global_batch(local_batch, mesh))
-            local_batch = None
-            step += 1
-            loss_sum, loss_n = loss_sum + m["loss"], loss_n + 1
-            if step % log_every == 0 or step == 1 or step == end:
-                m = jax.device_get(m)
-                now = time.perf_counter()
-                sps = (step - s_last) / max(now - t_last, 1e-9)
-                row = {"loss": float(m["loss"]), "loss_avg": float(loss_sum) / loss_n,
-                       "lr": float(m["lr"]), "grad_norm": float(m["grad_norm"]), "steps_per_s": sps}
-                writer.write(step, row)
-                history.append({"step": step, **row})
-                bar.update(step - s_last, loss=row["loss"], sps=sps)
-                if not math.isfinite(row["loss"]):
-                    bar.write(f"step {step}: loss is {row['loss']}; stopping (last checkpoint kept)")
-                    raise FloatingPointError(f"loss became {row['loss']} at step {step} ({run_dir})")
-                t_last, s_last = now, step
-                loss_sum, loss_n = jnp.zeros((), jnp.float32), 0
-            if eval_step is not None and eval_every > 0 and (step % eval_every == 0 or step == end):
-                val = evaluate(eval_step, state, eval_iter_fn, local_bs, mesh)
-                if val is not None:
-                    writer.write(step, {"val_loss": val})
-                    history.append({"step": step, "val_loss": val})
-                    bar.write(f"step {step}: val_loss {val:.5f}")
-            preempted = pre.any_process()
-            if step % ckpt_every == 0 or step == num_steps or preempted:
-                ckpt.save(state, data_snapshot)
-            if preempted:
-                bar.write(f"SIGTERM: checkpoint at step {step} saved; exiting")
-                break
-    bar.close()
-    writer.close()
-    ckpt.close()
+    try:
+        with _Preemption() as pre:
+            step = start
+            while step < end:
+                if local_batch is None:
+                    try:
+                        local_batch = _next_batch(train_it, step)
+                    except DataFaultError:
+                        if saved_step != step:  # keep the work done so far, then report the data
+                            guard.check()
+                            ckpt.save(state, data_snapshot)
+                            ckpt.wait()
+                            _say(f"checkpoint of step {step} (the last completed step) saved in {ckpt.directory}")
+                        raise
+                data_snapshot = train_it.get_state()  # position after this step's batch
+                state, m = train_step(state, _global_batch(local_batch, mesh))
+                local_batch = None
+                guard.check()            # the previous step's flag: the device stays one step ahead
+                step += 1
+                guard.push(step, m)
+                good = 1 - m["nonfinite"]
+                loss_sum = loss_sum + jnp.where(good > 0, m["loss"], 0.0)
+                loss_n = loss_n + good
+                if step % log_every == 0 or step == 1 or step == end:
+                    guard.check()
+                    m = jax.device_get(m)
+                    now = time.perf_counter()
+                    sps = (step - s_last) / max(now - t_last, 1e-9)
+                    n_good = int(loss_n)
+                    row = {"loss": float(m["loss"]), "loss_avg": float(loss_sum) / n_good if n_good else math.nan,
+                           "lr": float(m["lr"]), "grad_norm": float(m["grad_norm"]), "steps_per_s": sps}
+                    if guard.skipped:
+                        row["nonfinite_steps"] = guard.skipped
+                    writer.write(step, row)
+                    history.append({"step": step, **row})
+                    bar.update(step - s_last, loss=row["loss_avg"], sps=sps)
+                    t_last, s_last = now, step
+                    loss_sum, loss_n = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)
+                if eval_step is not None and eval_every > 0 and (step % eval_every == 0 or step == end):
+                    val = evaluate(eval_step, state, eval_iter_fn, local_bs, mesh)
+                    if val is not None:
+                        writer.write(step, {"val_loss": val})
+                        history.append({"step": step, "val_loss": val})
+                        bar.write(f"step {step}: val_loss {val:.5f}")
+                preempted = pre.any_process()
+                if step % ckpt_every == 0 or step == num_steps or preempted:
+                    guard.check()        # never save after a non-finite step in "stop" mode
+                    ckpt.save(state, data_snapshot)
+                    saved_step = step
+                if preempted:
+                    bar.write(f"SIGTERM: checkpoint at step {step} saved; exiting")
+                    break
+            guard.check()
+    finally:
+        bar.close()
+        writer.close()
+        ckpt.close()
     return TrainResult(step=step, preempted=preempted, history=history)
+
+
+def _say(msg: str) -> None:
+    if distributed.is_primary():
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _next_batch(it, step: int) -> dict[str, np.ndarray]:
+    """The next batch; a data fault becomes a one-line UserError naming the shard and record
+    (``pipeline.data_error``) and the step it stopped."""
+    try:
+        return next(it)
+    except StopIteration:
+        raise
+    except Exception as e:
+        from gesture_jax.data.pipeline import data_error
+        err = data_error(e)
+        if err is None:
+            raise
+        raise DataFaultError(f"{err} (training stopped before step {step + 1})") from e
+
+
+class DataFaultError(UserError, RuntimeError):
+    """A shard that could not be read in the middle of training."""
+
+
+class NonFiniteError(UserError, FloatingPointError):
+    """The loss or gradient norm became NaN/inf (train.nonfinite="stop", or too many skips)."""
+
+
+class NonFiniteGuard:
+    """Reads each step's ``nonfinite`` flag one step late (so the device is never idle waiting
+    for the host) and at every log and save point; the step itself never applies a non-finite
+    update, so the weights are finite whenever this is consulted."""
+
+    def __init__(self, mode: str, max_skips: int, ckpt: ckpt_lib.Checkpointer, run_dir: Path):
+        if mode not in ("stop", "skip"):
+            raise TrainConfigError(f"train.nonfinite={mode!r}: use 'stop' or 'skip'")
+        self.mode, self.max_skips, self.ckpt, self.run_dir = mode, max_skips, ckpt, run_dir
+        self.skipped = 0
+        self._streak = 0
+        self._pending: tuple[int, dict] | None = None
+
+    def push(self, step: int, metrics: dict) -> None:
+        self._pending = (step, metrics)
+
+    def check(self) -> None:
+        if self._pending is None:
+            return
+        step, m = self._pending
+        self._pending = None
+        if not int(jax.device_get(m["nonfinite"])):
+            self._streak = 0
+            return
+        self.skipped += 1
+        self._streak += 1
+        loss, gn = (float(jax.device_get(m[k])) for k in ("loss", "grad_norm"))
+        if self.mode == "skip" and self._streak <= self.max_skips:
+            _say(f"step {step}: loss {loss}, grad norm {gn}: not finite, step skipped "
+                 f"({self.skipped} so far)")
+            return
+        self.ckpt.wait()
+        last = self.ckpt.latest_step()
+        where = (f"the newest checkpoint, step {last} in {self.ckpt.directory}, holds finite weights"
+                 if last is not None else "no checkpoint was saved")
+        why = (f"{self._streak} non-finite steps in a row (train.max_nonfinite_skips={self.max_skips})"
+               if self.mode == "skip" else "stopping (train.nonfinite='stop'; 'skip' would go on)")
+        raise NonFiniteError(f"step {step}: loss {loss}, grad norm {gn} is not finite: {why}; nothing "
+                             f"after step {step - 1} was saved and {where}; lower train.lr or check the data")
 
 
 def evaluate(eval_step, state: state_lib.TrainState, eval_iter_fn: EvalIterFn, local_bs: int,

@@ -7,6 +7,9 @@ weights with ``train.loss_weighting="min_snr"``; plus, with
 clean motion, MDM's velocity loss: it weights the temporal detail that a plain MSE
 dilutes), gradients
 (averaged over ``grad_accum`` micro-batches by ``lax.scan``), clip, AdamW, optional EMA.
+A step whose loss or gradient norm is not finite changes nothing but the step counter
+(metrics ``nonfinite`` = 1): weights that once hold NaN never recover and would be saved,
+so the loop decides (``train.nonfinite``) whether to stop or go on from the same weights.
 
 Sharding: the state keeps the layout chosen by the rules (``in_shardings`` =
 ``out_shardings``, so nothing moves between steps); the batch is split over
@@ -186,9 +189,14 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, schedule:
         ema = state.ema
         if ema is not None:
             ema = optim.ema_update(ema, params, ema_decay)
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                                  ema=ema, model_state=model_state)
-        metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step)}
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+        new_state = state.replace(step=state.step + 1, params=keep(params, state.params),
+                                  opt_state=keep(opt_state, state.opt_state),
+                                  ema=None if ema is None else keep(ema, state.ema),
+                                  model_state=keep(model_state, state.model_state))
+        metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step),
+                   "nonfinite": (~finite).astype(jnp.int32)}
         return new_state, metrics
 
     return train_step

@@ -17,6 +17,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from gesture_jax.errors import UserError
+
 BACKGROUND = np.array([250, 250, 248], np.uint8)
 CENTER_COLOR = np.array([40, 40, 40], np.uint8)
 LEFT_COLOR = np.array([30, 110, 200], np.uint8)  # joints named Left*/L_*: blue
@@ -24,7 +26,7 @@ RIGHT_COLOR = np.array([210, 60, 40], np.uint8)  # Right*/R_*: red
 FLOOR_COLOR = np.array([200, 200, 200], np.uint8)
 
 
-class VideoError(RuntimeError):
+class VideoError(UserError, RuntimeError):
     """Rendering or encoding failed (message names the output file)."""
 
 
