@@ -42,8 +42,9 @@ _EPS = 1e-6              # file units (cm): offsets / target vectors shorter tha
 
 
 def position_nodes(sk: Skeleton, selected: Sequence[int]) -> list[Node]:
-    """The selected joints in skeleton order, then the End Sites of selected joints (KA's node order:
-    joints first, the 'Site's last)."""
+    """The selected joints in skeleton order, then the End Sites of selected joints (our node order).
+    Not Kucherenko et al.'s: their evaluation/joints.txt is depth-first with each End Site right
+    after its joint (..., Head, Site1, LeftShoulder, ...); methods/kucherenko/reference.py maps it."""
     sel = sorted(set(int(j) for j in selected))
     return [(j, False) for j in sel] + [(j, True) for j in sel if j in sk.end_sites]
 
