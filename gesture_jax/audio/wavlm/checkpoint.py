@@ -18,12 +18,13 @@ from flax import nnx
 
 from gesture_jax.audio.wavlm.config import WavLMConfig
 from gesture_jax.audio.wavlm.model import WavLM
+from gesture_jax.errors import UserError
 
 CONFIG_NAME = "config.json"
 PARAMS_NAME = "params"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A converted WavLM checkpoint that is missing or does not match its config."""
 
 

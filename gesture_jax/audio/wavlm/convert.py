@@ -25,9 +25,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from gesture_jax.audio.wavlm.config import WavLMConfig
+from gesture_jax.errors import UserError
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
     """A checkpoint that cannot be converted (message names the source and the problem)."""
 
 
