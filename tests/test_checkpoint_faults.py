@@ -203,7 +203,10 @@ def _finite_model(bundle) -> bool:
 
 def test_divergence_stops_at_the_first_nonfinite_step_without_saving_it(runs, tmp_path):
     root, _ = runs
-    cfg = _cfg(root / "data", lr=1e30, warmup_steps=0, clip_norm=0.0, ema_decay=0.0)
+    # every step a save point and no log rows: only the check before each save stands
+    # between the first non-finite step and its checkpoint
+    cfg = _cfg(root / "data", lr=1e30, warmup_steps=0, clip_norm=0.0, ema_decay=0.0, checkpoint_every=1,
+               log_every=100)
     run = tmp_path / "run"
     with pytest.raises(loop.NonFiniteError, match=r"step (\d+): loss .* is not finite") as ei:
         loop.train(cfg, run, progress=False)
@@ -340,3 +343,42 @@ def test_command_line_errors_about_user_files_are_one_line_and_exit_2(runs, tmp_
               f"--config.data.out={tmp_path / 'prep'}"])
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 2 and lines[-1].startswith("error: ") and "none" in lines[-1] and "Traceback" not in p.stderr
+
+
+def test_resume_rejects_a_step_with_nonfinite_weights_even_when_checksums_match(runs, tmp_path, capsys):
+    root, cfg = runs
+    run = tmp_path / "run"
+    shutil.copytree(root / "six", run)
+    import orbax.checkpoint as ocp
+    step_dir = run / "checkpoints" / "6"
+    ck = ocp.PyTreeCheckpointer()
+    tree = ck.metadata(step_dir / "ema").item_metadata.tree
+    ema = ck.restore(step_dir / "ema", restore_args=jax.tree_util.tree_map(
+        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree))
+    leaves, treedef = jax.tree_util.tree_flatten(ema)
+    leaves[-1] = np.full_like(leaves[-1], np.inf)
+    shutil.rmtree(step_dir / "ema")
+    ck.save(step_dir / "ema", jax.tree_util.tree_unflatten(treedef, leaves))
+    verify.write_checksums(step_dir)
+    assert verify.verify_step(step_dir).ok
+    res = loop.train(cfg, run, progress=False)
+    err = capsys.readouterr().err
+    assert res.step == STEPS and "checkpoint step 6 is damaged (non-finite values in ['ema']" in err, err
+    assert "resuming from step 3" in err
+
+
+def test_step_metadata_may_change_its_commit_time_but_nothing_else(tmp_path):
+    """Orbax rewrites _CHECKPOINT_METADATA when it commits a step (after the checksums):
+    its commit time may differ, which handler wrote each item may not."""
+    step = tmp_path / "7"
+    (step / "params").mkdir(parents=True)
+    (step / "params" / "w").write_bytes(b"\x00" * 64)
+    meta = {"item_handlers": {"params": "StandardCheckpointHandler"}, "commit_timestamp_nsecs": 1,
+            "init_timestamp_nsecs": 0, "performance_metrics": {}}
+    (step / "_CHECKPOINT_METADATA").write_text(json.dumps(meta))
+    verify.write_checksums(step)
+    (step / "_CHECKPOINT_METADATA").write_text(json.dumps(dict(meta, commit_timestamp_nsecs=99)))
+    assert verify.verify_step(step).ok
+    (step / "_CHECKPOINT_METADATA").write_text(json.dumps(dict(meta, item_handlers={"params": "Other"})))
+    rep = verify.verify_step(step)
+    assert not rep.ok and "_CHECKPOINT_METADATA" in rep.problems[0]
