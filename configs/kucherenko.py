@@ -1,6 +1,6 @@
 """The Kucherenko et al. 2019 method settings shared by configs/kucherenko_*.py (not run directly).
 
-Each value is the reference's (spec /work/shared/methods/kucherenko.md) unless it says "ours".
+Each value is the reference's (spec ../shared/methods/kucherenko.md) unless it says "ours".
 Training runs in two invocations, one per stage, in the same workdir:
 
     python -m gesture_jax.train --config=configs/kucherenko_X.py --workdir=runs/ka --config.train.stage=autoencoder

@@ -1,5 +1,5 @@
 """Kucherenko 2019 networks, losses and normalization (gesture_jax/methods/kucherenko/{model,losses}.py)
-against the spec (/work/shared/methods/kucherenko.md §3, §4) and plain numpy re-implementations."""
+against the spec (../shared/methods/kucherenko.md §3, §4) and plain numpy re-implementations."""
 import functools
 import math
 

@@ -3,4 +3,4 @@
 losses.py (normalization and objectives), method.py (stages, batches, generation), then the import
 of the authors' checkpoints: reference.py (their tensors onto our model) and convert.py (the
 workdir and its command line; the files are read by gesture_jax.foreign).
-Spec: /work/shared/methods/kucherenko.md; configs/kucherenko_*.py."""
+Spec: ../shared/methods/kucherenko.md; configs/kucherenko_*.py."""

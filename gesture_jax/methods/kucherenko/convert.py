@@ -5,7 +5,7 @@
         [--data=PREPARED_DIR] --workdir=W
     python -m gesture_jax.generate --workdir=W --audio=talk.wav --out=out/
 
-The original code is TF1 / Keras 2.3.1 (spec /work/shared/methods/kucherenko.md §3-§5, §11).
+The original code is TF1 / Keras 2.3.1 (spec ../shared/methods/kucherenko.md §3-§5, §11).
 The files are read tensors only (gesture_jax.foreign): no TensorFlow, no Keras, no pickle. A pickle,
 a PyTorch .pt/.pth or TorchScript archive, an empty or truncated file is a one-line error naming it.
 How the authors' tensors map onto our model: reference.py.

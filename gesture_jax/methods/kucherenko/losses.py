@@ -1,5 +1,5 @@
 """Kucherenko et al. 2019: frame normalization, the denoising-autoencoder loss and the SpeechE
-loss, as pure functions (spec /work/shared/methods/kucherenko.md §3, §4).
+loss, as pure functions (spec ../shared/methods/kucherenko.md §3, §4).
 
 Everything random takes an explicit key, so a train step stays a pure function of
 (params, model_state, batch, key) under ``jax.jit``. ``functional_loss`` adapts a loss

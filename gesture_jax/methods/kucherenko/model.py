@@ -1,7 +1,7 @@
 """Kucherenko et al. 2019 (Aud2Repr2Pose) networks as Flax NNX modules: the motion
 denoising autoencoder (MotionE/MotionD) and the speech-to-motion regressor SpeechE.
 
-Spec: /work/shared/methods/kucherenko.md §3 (autoencoder), §4 (SpeechE), §11 (quirks).
+Spec: ../shared/methods/kucherenko.md §3 (autoencoder), §4 (SpeechE), §11 (quirks).
 
 Randomness is explicit. No module stores an RNG stream: training-mode calls take a
 ``key`` (one per call, split here per dropout layer), inference calls

@@ -1,5 +1,5 @@
 """What maps the authors' Kucherenko et al. 2019 tensors onto our model (spec
-/work/shared/methods/kucherenko.md §3-§5, §11), from files read by gesture_jax.foreign.
+../shared/methods/kucherenko.md §3-§5, §11), from files read by gesture_jax.foreign.
 
 SpeechE (Keras 2.3.1 .hdf5): its nine weighted layers, checked against the reference's layer
 list (3 time-distributed Dense + BN, a reset_after=False GRU, BN, Dense), become our
