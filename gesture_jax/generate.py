@@ -3,6 +3,8 @@
     python -m gesture_jax.generate --workdir=runs/demo --audio=talk.wav [more.wav a_folder/] --out=out/ \\
         [--sampler=ddpm|ddim|dpm-solver++] [--steps=N] [--guidance=W] [--eta=E] [--seed=S] \\
         [--num_samples=K] [--video]
+    python -m gesture_jax.generate --stream --workdir=runs/demo --audio=talk.wav --out=out/ \\
+        [--chunk_s=0.5] [--lookahead_s=0.5] [--realtime]
 
 Everything comes from the training workdir: the config, the checkpoint (EMA weights when
 saved), the motion pipeline with its scalers, and the manifest naming the audio features
@@ -21,6 +23,13 @@ a damaged one, options its method does not know) is one line and exit status 2;
 Python use (e.g. from the evaluation CLI):
     bundle = load_for_inference(workdir)
     bvhs = generate_motion(bundle, [wave_16k], sampler="ddim", steps=50, seed=0)  # [file][sample] -> BVH
+
+Streaming (``stream``, ``--stream``; sampling/streaming.py): audio chunks in as they arrive,
+blocks of motion frames out as soon as their audio + a fixed look-ahead is in, each block
+continuing the emitted motion without a seam. ``--stream`` reads each file progressively in
+chunks of ``--chunk_s`` (``--realtime``: at the pace of a microphone), appends every block to
+the BVH as it comes out (the frame count is filled in at the end) and prints the latency and
+real-time factor.
 """
 from __future__ import annotations
 
@@ -29,12 +38,13 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from gesture_jax import errors
 from gesture_jax.sampling.options import GenerateError, SamplingOptions  # noqa: F401  (public here too)
+from gesture_jax.sampling.streaming import DEFAULT_LOOKAHEAD_S
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus", ".aiff", ".aif")
 SAMPLE_RATE = 16000
@@ -141,6 +151,27 @@ def generate_motion(bundle, waves: Sequence[np.ndarray] | np.ndarray, opts: Samp
     return bvhs, [[b[b < lengths[i]] for b in per[i]] for i in range(len(feats))]
 
 
+def stream(bundle, chunks: Iterable[np.ndarray], *, lookahead_s: float = DEFAULT_LOOKAHEAD_S,
+           opts: SamplingOptions | None = None, **kwargs) -> Iterator[np.ndarray]:
+    """Blocks of motion features [n, F] (bundle.pipeline.inverse of all of them is the BVH) from
+    16 kHz mono audio chunks of any sizes, as they arrive (sampling/streaming.py).
+
+    A frame is yielded once the audio up to its end + lookahead_s has been consumed; the rest
+    when `chunks` ends, floor(duration * fps) frames in all. Options as SamplingOptions or
+    keyword arguments (default: DPM-Solver++ with streaming.STREAM_STEPS steps; seed=,
+    guidance=, eta=, smooth_sigma=; impose= chooses how a window continues the emitted motion).
+    Errors about the request or a chunk (NaN, stereo, another rate) are GenerateErrors, raised
+    here for the options and while iterating for the chunks.
+    """
+    from gesture_jax.sampling import streaming
+
+    impose = kwargs.pop("impose", "x0_fade")
+    if opts is not None and kwargs:
+        raise GenerateError(f"pass sampling options either as opts= or as keywords, not both ({', '.join(kwargs)})")
+    return streaming.stream(bundle, chunks, lookahead_s=lookahead_s, opts=opts or SamplingOptions(**kwargs),
+                            impose=impose)
+
+
 def collect_audio(paths: Sequence[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
     """Expands folders (audio files in them, sorted) and keeps files; missing paths are errors."""
     files, bad = [], []
@@ -208,9 +239,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "(default: the run's sample.smooth_sigma; 0 = off)")
     ap.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     ap.add_argument("--video", action="store_true", help="also write a stick-figure MP4 with the audio")
+    ap.add_argument("--stream", action="store_true",
+                    help="stream: read each file in chunks, write BVH frames as they come out, print latency/RTF")
+    ap.add_argument("--chunk_s", type=float, default=0.5, help="--stream: audio chunk length (s)")
+    ap.add_argument("--lookahead_s", type=float, default=DEFAULT_LOOKAHEAD_S,
+                    help="--stream: audio a frame waits for beyond its own end (s)")
+    ap.add_argument("--realtime", action="store_true",
+                    help="--stream: hand chunks over at the pace of a live microphone (else as fast as read)")
     ap.add_argument("--verbose", action="store_true", help="print the traceback of errors about your files")
     a = ap.parse_args(argv)
     try:
+        if a.stream:
+            return _generate_stream(a)
         return _generate(a)
     except Exception as e:  # noqa: BLE001 - your files/run: one line, exit 2 (--verbose: traceback)
         if not errors.is_user_error(e):
@@ -265,6 +305,193 @@ def _generate(a: argparse.Namespace) -> int:
                                 audio=wave, audio_sr=SAMPLE_RATE, names=bvh.skeleton.names)
                     written.append(str(out / f"{name}.mp4"))
     print(json.dumps({"written": written, "failed": [{"input": p, "error": m} for p, m in bad]}, indent=1))
+    if bad:
+        print(f"{len(bad)} input(s) failed: " + "; ".join(m for _, m in bad), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _audio_chunks(path: Path, chunk_s: float, keep: list | None = None) -> Iterator[np.ndarray]:
+    """16 kHz mono chunks of `chunk_s` seconds of an audio file, read progressively (soundfile;
+    soxr's streaming resampler for other rates, channels averaged). A format soundfile cannot
+    open is decoded whole by load_audio and then cut. keep: receives every chunk (for --video)."""
+    import soundfile as sf
+
+    from gesture_jax.audio.io import MIN_DURATION_S, AudioError, load_audio
+    from gesture_jax.sampling.streaming import chunked
+
+    def out(c):
+        if keep is not None:
+            keep.append(c)
+        return c
+
+    try:
+        f = sf.SoundFile(str(path))
+    except Exception:  # noqa: BLE001 - not a libsndfile format: load_audio decodes it (or names the problem)
+        for c in chunked(load_audio(path, SAMPLE_RATE), chunk_s):
+            yield out(c)
+        return
+    with f:
+        if f.frames / float(f.samplerate) < MIN_DURATION_S:
+            raise AudioError(f"{path}: too short ({f.frames / float(f.samplerate):.3f} s < {MIN_DURATION_S} s minimum)")
+        rs = None
+        if int(f.samplerate) != SAMPLE_RATE:
+            import soxr
+            rs = soxr.ResampleStream(float(f.samplerate), float(SAMPLE_RATE), 1, dtype="float32", quality="HQ")
+        n = max(1, int(round(chunk_s * f.samplerate)))
+        while True:
+            try:
+                block = f.read(n, dtype="float32", always_2d=True)
+            except Exception as e:  # noqa: BLE001 - a damaged file part-way through
+                raise AudioError(f"{path}: cannot be read as audio ({type(e).__name__}: {e})") from e
+            last = block.shape[0] < n
+            mono = np.ascontiguousarray(block.mean(axis=1), np.float32)
+            if rs is not None:
+                mono = rs.resample_chunk(mono, last=last)
+            if mono.size:
+                yield out(mono)
+            if last:
+                return
+
+
+class _StreamingBVHWriter:
+    """Appends motion blocks to a BVH file as they arrive; the frame count is written at close().
+
+    Each block goes through the run's pipeline as generate_motion's output does
+    (bundle.pipeline.inverse). The root trajectory integrates from frame 0, so a block is
+    converted together with the frames since an anchor frame, started where the anchor's root
+    stands (ground position and heading, `_root_start`); the anchor moves forward every
+    ANCHOR_EVERY frames, so a block costs about the same however long the stream has run, and
+    the file is the one write_bvh(pipeline.inverse(all frames)) gives (tests/test_streaming.py)."""
+
+    ANCHOR_EVERY = 64
+
+    def __init__(self, path: Path, pipeline):
+        self.path, self.pipeline = Path(path), pipeline
+        self.frames = 0
+        self.seconds = 0.0
+        self._f = None
+        self._count_at = 0
+        self._since = None  # features of the frames from the anchor frame on (already written)
+        self._start = None  # the anchor frame's RootStart (None: frame 0, at the origin)
+
+    def _root_start(self, bvh, last: np.ndarray):
+        """Ground position and heading of the root in bvh's last frame, from its root transform and
+        that of the same features placed at the origin facing +Z (motion/root.deltas_to_root:
+        R_root = yaw(heading) @ R_local, p_root = ground + yaw(heading) @ p_local)."""
+        from gesture_jax.motion.bvh import BVH
+        from gesture_jax.motion.kinematics import bvh_local_transforms
+        from gesture_jax.motion.root import RootStart
+
+        root = int(np.flatnonzero(np.asarray(bvh.skeleton.parents) < 0)[0])
+        ref = self.pipeline.inverse(last[None]).frames
+        rots, trans = bvh_local_transforms(BVH(bvh.skeleton, np.concatenate([bvh.frames[-1:], ref]), bvh.frame_time))
+        yaw = rots[0, root] @ rots[1, root].T
+        ground = trans[0, root] - yaw @ trans[1, root]
+        return RootStart(float(ground[0]), float(ground[2]), float(np.arctan2(yaw[0, 2], yaw[2, 2])))
+
+    def add(self, start: int, block: np.ndarray) -> None:
+        import time
+
+        from gesture_jax.motion.bvh import BVH, format_bvh
+
+        t = time.perf_counter()
+        x = np.asarray(block)
+        old = 0 if self._since is None else self._since.shape[0]
+        seq = x if self._since is None else np.concatenate([self._since, x])
+        bvh = self.pipeline.inverse(seq, start=self._start)
+        if seq.shape[0] > self.ANCHOR_EVERY:  # the last frame becomes the anchor
+            self._start, self._since = self._root_start(bvh, seq[-1]), seq[-1:]
+        else:
+            self._since = seq
+        text = format_bvh(BVH(bvh.skeleton, bvh.frames[old:], bvh.frame_time))
+        head, motion = text.split("\nMOTION\n", 1)
+        _, frame_time, rows = motion.split("\n", 2)
+        if self._f is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = open(self.path, "wb")
+            self._f.write((head + "\nMOTION\n").encode())
+            self._count_at = self._f.tell()
+            self._f.write(f"Frames: {0:<12d}\n{frame_time}\n".encode())
+        self._f.write(rows.encode())
+        self._f.flush()
+        self.frames = start + x.shape[0]
+        self.seconds += time.perf_counter() - t
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.seek(self._count_at)
+            self._f.write(f"Frames: {self.frames:<12d}".encode())
+            self._f.close()
+            self._f = None
+
+    def discard(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        self.path.unlink(missing_ok=True)
+
+
+def _generate_stream(a: argparse.Namespace) -> int:
+    from gesture_jax.audio.io import AudioError
+    from gesture_jax.sampling import streaming
+
+    try:
+        if not (a.chunk_s > 0 and math.isfinite(a.chunk_s)):
+            raise GenerateError(f"--chunk_s must be > 0 seconds, got {a.chunk_s}")
+        bundle = load_bundle(a.workdir, a.step)
+        opts = streaming.stream_options(SamplingOptions(
+            sampler=a.sampler, steps=a.steps, eta=a.eta, guidance=a.guidance, seed=a.seed, num_samples=a.num_samples,
+            overlap_s=a.overlap_s, snap_s=a.snap_s, smooth_sigma=a.smooth_sigma))
+        # option errors before any audio work; compile once so no file's first block waits for it
+        probe = streaming.MotionStreamer(bundle, lookahead_s=a.lookahead_s, opts=opts)
+        compile_s = probe.warmup()
+    except GenerateError as e:
+        return errors.report(e, a.verbose)
+    print(f"streaming with {probe.r['sampler']} {probe.r['steps']} steps, look-ahead {a.lookahead_s:g} s "
+          f"(compiled in {compile_s:.1f} s)", file=sys.stderr, flush=True)
+    files, bad = collect_audio(list(a.audio) + list(a.more_audio))
+    out = Path(a.out)
+    written: list[str] = []
+    reports: dict[str, Any] = {}
+    used_stems: set[str] = set()
+    for f in files:
+        stem = f.stem
+        while stem in used_stems:
+            stem += "_"
+        used_stems.add(stem)
+        writer = _StreamingBVHWriter(out / f"{stem}.bvh", bundle.pipeline)
+        audio: list[np.ndarray] = []
+        try:
+            motion, rep = streaming.run_stream(bundle, _audio_chunks(f, a.chunk_s, audio if a.video else None),
+                                               lookahead_s=a.lookahead_s, opts=opts, realtime=a.realtime,
+                                               on_block=writer.add)
+            writer.close()
+        except (AudioError, GenerateError) as e:
+            writer.discard()
+            bad.append((str(f), errors.one_line(e) if str(f) in str(e) else f"{f}: {errors.one_line(e)}"))
+            print(f"skipping {f}: {errors.one_line(e)}", file=sys.stderr)
+            continue
+        written.append(str(writer.path))
+        summary = rep.summary()
+        summary.update(chunk_s=a.chunk_s, lookahead_s=a.lookahead_s, realtime=bool(a.realtime),
+                       bvh_write_s=round(writer.seconds, 3))
+        reports[str(f)] = summary
+        if a.video:
+            from gesture_jax.motion.kinematics import bvh_positions
+            from gesture_jax.viz.video import write_video
+            bvh = bundle.pipeline.inverse(motion)
+            write_video(out / f"{stem}.mp4", bvh_positions(bvh), bvh.skeleton.parents, bvh.fps,
+                        audio=np.concatenate(audio), audio_sr=SAMPLE_RATE, names=bvh.skeleton.names)
+            written.append(str(out / f"{stem}.mp4"))
+        print(f"{f}: streamed {summary['audio_s']:.1f} s in {summary['chunks']} chunks of {a.chunk_s:g} s, "
+              f"look-ahead {a.lookahead_s:g} s -> {summary['frames']} frames in {summary['blocks']} blocks; latency "
+              f"after a frame's audio + look-ahead: first frame {summary['latency_first_frame_ms']} ms, p50 "
+              f"{summary['latency_p50_ms']} ms, p99 {summary['latency_p99_ms']} ms; RTF {summary['rtf']} "
+              f"({'paced in real time' if a.realtime else 'file read as fast as possible'}; BVH writing "
+              f"{summary['bvh_write_s']} s included)", file=sys.stderr, flush=True)
+    print(json.dumps({"written": written, "failed": [{"input": p, "error": m} for p, m in bad],
+                      "stream": reports}, indent=1))
     if bad:
         print(f"{len(bad)} input(s) failed: " + "; ".join(m for _, m in bad), file=sys.stderr)
         return 1

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, SHARED_DATA
+from gesture_jax.eval.kinematic import border_vs_elsewhere
 
 FIXTURE_TRAIN_STEPS = 800
 LONG_CLIP = "zeggs/067_Speech_2_x_1_0.wav"  # 68.8 s of real speech, when ../shared/data is present
@@ -80,35 +81,6 @@ def _positions(bvh):
 SEAM_SAMPLES = 4
 
 
-def _border_vs_elsewhere(positions: list[np.ndarray], borders: list[np.ndarray], guard: int = 2,
-                         draws: int = 500) -> tuple[float, float, float]:
-    """(p99 at borders, p99 elsewhere, rank) of frame-to-frame joint displacement, pooled over
-    several samples of the same audio (borders[k]: the border frames of sample k).
-
-    Border transitions: frame b-1 -> b for every border b (where a window starts or ends);
-    elsewhere: transitions at least `guard` frames from any border. Why pooled samples: one
-    70 s clip has ~46 borders, so its border p99 is close to the maximum of ~46 strongly
-    correlated frames (all joints of a frame move together) and swings by +-10-20% from
-    sample to sample, while the elsewhere p99 rests on ~1300 frames. rank: the fraction of
-    `draws` random sets of equally many non-border transitions (per sample) whose p99 is
-    below the border p99 (~0.5 when borders are like any other frames, 1.0 for real seams).
-    """
-    at_b, at_e = [], []
-    for pos, bd in zip(positions, borders):
-        at = np.asarray(bd) - 1
-        step = np.linalg.norm(np.diff(pos, axis=0), axis=-1)  # [N-1, J]: transition n = frame n -> n+1
-        near = np.zeros(step.shape[0], bool)
-        for b in at:
-            near[max(0, b - guard):b + guard + 1] = True
-        at_b.append(step[at])
-        at_e.append(step[~near])
-    p_border = float(np.percentile(np.concatenate(at_b), 99))
-    rng = np.random.default_rng(0)
-    null = [np.percentile(np.concatenate([e[rng.choice(len(e), len(b), replace=False)]
-                                          for b, e in zip(at_b, at_e)]), 99) for _ in range(draws)]
-    return p_border, float(np.percentile(np.concatenate(at_e), 99)), float(np.mean(np.asarray(null) < p_border))
-
-
 def test_70s_audio_has_no_seams_at_window_borders(bundle, long_clip):
     """The issue's criterion on 70 s of speech (real when ../shared/data is present, else
     synthetic: the `long_clip` fixture), pooled over 4 samples: the p99 joint speed at
@@ -130,7 +102,7 @@ def test_70s_audio_has_no_seams_at_window_borders(bundle, long_clip):
                                           snap_s=snap, smooth_sigma=0.0, num_samples=SEAM_SAMPLES,
                                           return_borders=True)
         assert len(bvhs[0]) == SEAM_SAMPLES and all(b.num_frames == n for b in bvhs[0])
-        res[name] = _border_vs_elsewhere([_positions(b) for b in bvhs[0]], borders[0])
+        res[name] = border_vs_elsewhere([_positions(b) for b in bvhs[0]], borders[0])
         print(f"{name}: p99 step at borders / elsewhere {res[name][0]:.3f} / {res[name][1]:.3f} = "
               f"{res[name][0] / res[name][1]:.3f} (rank {res[name][2]:.2f})")
     (b_snap, e_snap, _), (b_reg, e_reg, r_reg), (b_cut, e_cut, r_cut) = res["snapped"], res["regular"], res["disjoint"]
