@@ -119,6 +119,8 @@ def train_run(data: str, workdir: str, stop_after: str) -> dict:
         cfg.train.num_steps, cfg.train.checkpoint_every, cfg.train.log_every = 9, 3, 1
     stop = int(stop_after) or None
     res = loop.train(cfg, workdir, stop_after=stop, progress=False)
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("train_run_done")  # leave together: jax's shutdown barrier has a deadline
     return {"process": jax.process_index(), "processes": jax.process_count(), "step": res.step,
             "losses": {r["step"]: r["loss"] for r in res.history if "loss" in r}}
 
