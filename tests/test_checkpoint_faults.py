@@ -5,6 +5,11 @@ copies a 6-step run, damages one file of step 6 (flipped bytes, truncated, delet
 on to step 9 with the same call, and must (a) say step 6 is damaged and resume from step 3,
 (b) reproduce the reference losses of steps 4..9 exactly, (c) keep the damaged step's files in
 checkpoints_rejected/. Inference refuses a damaged step and names the newest good one.
+
+Most tests here train the same tiny model again (that training, resuming, saving or refusing is
+what they check), so the module runs with jax's persistent compilation cache (tests/conftest.py,
+`compile_cache`): the train step's XLA executable is compiled once and loaded from the cache by
+the later runs and command-line processes instead of compiled again from the same program.
 """
 import json
 import shutil
@@ -22,6 +27,8 @@ from gesture_jax.training import checkpoint as ckpt_lib  # noqa: E402
 from gesture_jax.training import inference, loop, verify  # noqa: E402
 
 STEPS = 9
+
+pytestmark = pytest.mark.usefixtures("compile_cache")  # before the module's `runs` fixture
 
 
 def _cfg(data: Path, **over):

@@ -1,55 +1,24 @@
 """Generation from a trained demo model: no seams on 70 s audio, fast samplers vs DDPM, the CLI.
 
-The module fixture runs the real pipeline on a small synthetic corpus (data_prep.synthetic ->
-data_prep.prepare -> gesture_jax.train: the demo config with fewer, shorter files and fewer
-training steps). The demo config has T=1000 diffusion steps, so "DDPM" below is ancestral
-sampling over all 1000, as the reference samples. Set GESTURE_JAX_DEMO_RUN=runs/demo/run (a
+The trained model is the session fixture `demo_run` of tests/conftest.py: the real pipeline on a
+small synthetic corpus (data_prep.synthetic -> data_prep.prepare -> gesture_jax.train: the demo
+config with fewer, shorter files and fewer training steps), trained once per session and shared
+with tests/test_streaming.py and tests/test_distill.py. The demo config has T=1000 diffusion
+steps, so "DDPM" below is ancestral sampling over all 1000, as the reference samples. Set GESTURE_JAX_DEMO_RUN=runs/demo/run (a
 workdir from `make demo`) to run the same tests on the full demo model instead:
 
     GESTURE_JAX_DEMO_RUN=runs/demo/run python -m pytest -q -m "slow or not slow" tests/test_generate_trained.py
 """
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import REPO, SHARED_DATA
+from conftest import SHARED_DATA
 from gesture_jax.eval.kinematic import border_vs_elsewhere
 
-FIXTURE_TRAIN_STEPS = 800
 LONG_CLIP = "zeggs/067_Speech_2_x_1_0.wav"  # 68.8 s of real speech, when ../shared/data is present
-
-
-def _run(args, **kw):
-    p = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, **kw)
-    if p.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-5000:]}")
-    return p
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> dict:
-    """{"workdir": trained run, "src": corpus folder with demo_test_*.wav/.bvh}."""
-    env = os.environ.get("GESTURE_JAX_DEMO_RUN")
-    if env:
-        wd = Path(env)
-        cfg = json.loads((wd / "config.json").read_text())
-        return {"workdir": wd, "src": Path(cfg["data"]["root"])}
-    from data_prep import synthetic
-
-    root = tmp_path_factory.mktemp("demo")
-    src, data, wd = root / "src", root / "data", root / "run"
-    synthetic.generate_corpus(src, num_train=6, num_test=2, duration_s=16.0, seed=0)
-    ov = [f"--config.data.root={src}", f"--config.data.out={data}"]
-    _run(["-m", "data_prep.prepare", "--config=configs/demo.py", *ov, "--config.data.num_workers=1"])
-    _run(["-m", "gesture_jax.train", "--config=configs/demo.py", *ov, f"--workdir={wd}",
-          f"--config.train.num_steps={FIXTURE_TRAIN_STEPS}",
-          f"--config.train.checkpoint_every={FIXTURE_TRAIN_STEPS}", "--config.train.eval_every=0"])
-    return {"workdir": wd, "src": src}
 
 
 @pytest.fixture(scope="module")

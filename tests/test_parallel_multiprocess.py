@@ -72,22 +72,27 @@ def _two_processes(args: list[str]) -> list[tuple[dict, str]]:
 def test_two_process_run_skips_a_damaged_sharded_checkpoint(tmp_path):
     """Sharded checkpoints written by two processes carry checksums; a flipped weight file
     in the newest step makes both processes resume from the step before, and the curve
-    continues as an uninterrupted two-process run's."""
+    continues as an uninterrupted two-process run's.
+
+    The three two-process jobs train the same program: they share jax's persistent compilation
+    cache (tests/conftest.py), so the second and third load the executables the first compiled."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import training_fixtures as tf
+    from conftest import persistent_compilation_cache
     from gesture_jax.training import verify
     data = tmp_path / "data"
     tf.make_prepared(data)
-    ref = _two_processes(["train_run", str(data), str(tmp_path / "ref"), "0"])
-    run = tmp_path / "run"
-    _two_processes(["train_run", str(data), str(run), "6"])
-    step6 = run / "checkpoints" / "6"
-    assert verify.verify_step(step6).ok
-    weights = max((p for p in (step6 / "params").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
-    raw = bytearray(weights.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF
-    weights.write_bytes(bytes(raw))
-    res = _two_processes(["train_run", str(data), str(run), "0"])
+    with persistent_compilation_cache(tmp_path / "jax_cache"):
+        ref = _two_processes(["train_run", str(data), str(tmp_path / "ref"), "0"])
+        run = tmp_path / "run"
+        _two_processes(["train_run", str(data), str(run), "6"])
+        step6 = run / "checkpoints" / "6"
+        assert verify.verify_step(step6).ok
+        weights = max((p for p in (step6 / "params").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+        raw = bytearray(weights.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        weights.write_bytes(bytes(raw))
+        res = _two_processes(["train_run", str(data), str(run), "0"])
     for r, err in res:
         assert r["step"] == 9 and r["processes"] == 2
     assert "checkpoint step 6 is damaged" in res[0][1] and "resuming from step 3" in res[0][1], res[0][1][-2000:]

@@ -2,9 +2,9 @@
 how many frames, what the features are, bad chunks, and no seams at the borders between blocks.
 
 Timing, frame-count, feature and bad-input tests use the demo-shaped denoiser with random
-weights (as tests/test_generate.py); the seam and CLI tests use the trained fixture model of
-tests/test_generate_trained.py (`demo_run`: the demo config trained for 800 steps on a small
-synthetic corpus; GESTURE_JAX_DEMO_RUN=runs/demo/run uses the full demo model instead).
+weights (as tests/test_generate.py); the seam and CLI tests use the trained fixture model
+`demo_run` of tests/conftest.py (the demo config trained for 800 steps on a small synthetic
+corpus, once per session; GESTURE_JAX_DEMO_RUN=runs/demo/run uses the full demo model instead).
 Latency and real-time factor are measured by bench/stream.py, not here.
 """
 import math
@@ -18,7 +18,7 @@ from gesture_jax.errors import UserError, is_user_error, one_line
 from gesture_jax.sampling import streaming as S
 from gesture_jax.eval.kinematic import border_vs_elsewhere
 from test_generate import bundle  # noqa: F401  (fixture)
-from test_generate_trained import _positions, demo_run  # noqa: F401  (fixture)
+from test_generate_trained import _positions
 
 FPS = 20
 SR = 16000
@@ -194,7 +194,7 @@ def test_streaming_bvh_writer_matches_the_offline_bvh(rbundle, tmp_path):
 # ------------------------------------------------------------------ trained model: seams, CLI
 
 @pytest.fixture(scope="module")
-def tbundle(demo_run):  # noqa: F811
+def tbundle(demo_run):
     return G.load_bundle(demo_run["workdir"])
 
 
@@ -215,7 +215,7 @@ def _stream_seams(bundle, waves, chunk_s, impose, lookahead_s=0.5):
     return pos, borders
 
 
-def test_no_seams_between_emitted_blocks(tbundle, demo_run):  # noqa: F811
+def test_no_seams_between_emitted_blocks(tbundle, demo_run):
     """The long-audio seam criterion on the borders between emitted blocks (2 held-out clips x 3
     seeds, DPM-Solver++-10, look-ahead 0.5 s, no smoothing): p99 joint speed at block borders /
     elsewhere <= 1.1 for 0.5 s chunks and 0.1 s chunks (blocks of 2 frames: "elsewhere" is the
@@ -236,7 +236,7 @@ def test_no_seams_between_emitted_blocks(tbundle, demo_run):  # noqa: F811
     assert res["0.5 s"] <= 1.1 and res["0.1 s"] <= 1.1
 
 
-def test_cli_stream_writes_the_bvh_and_reports_latency(demo_run, tmp_path, capsys):  # noqa: F811
+def test_cli_stream_writes_the_bvh_and_reports_latency(demo_run, tmp_path, capsys):
     import json
 
     import librosa
