@@ -17,6 +17,15 @@ reported as "border_prepass" (add it to each sampler's seconds for generate's to
 DDPM uses every training step (1000 at the reference shape). Every step costs the same one
 network evaluation, so unless --full_ddpm is given it is timed over `--ddpm_probe_steps`
 respaced steps of the same code and scaled to the full count ("extrapolated": true).
+
+"student-1" / "student-2" are the distilled few-step samplers (training/distill.py): the same
+network, evaluated once or twice; their border pre-pass is one student step.
+
+Where the time goes: "flops_per_evaluation" is XLA's cost analysis of one network evaluation
+over all windows (the denoiser, conditioning excluded), "flops_conditioning" that of the audio
+conditioning computed once per clip; "achieved_gflops" = (evaluations x flops_per_evaluation
++ flops_conditioning) / seconds, printed next to "matmul_gflops", the rate this machine
+reaches on a large float32 matmul in the same run (`--matmul_n`).
 """
 from __future__ import annotations
 
@@ -75,12 +84,22 @@ def bench_shape(shape: str, samplers: list[str], seconds: float, repeats: int, f
     T = int(cfg.diffusion.num_steps)
     snapping = (float(cfg.sample.get("snap_s", 0.0)) > 0 and float(cfg.sample.overlap_s) > 0
                 and plan.num_windows > 2)
-    runs = [(name, name, {"ddpm": T, "ddim": 50, "dpm-solver++": 20}[name]) for name in samplers]
+    runs = []
+    for name in samplers:
+        sampler, _, k = name.partition("-") if name.startswith("student") else (name, "", "")
+        steps = int(k) if k else {"ddpm": T, "ddim": 50, "dpm-solver++": 20, "student": 2}[sampler]
+        runs.append((name, sampler, steps))
     if snapping:
         runs.append(("border_prepass", "dpm-solver++", int(cfg.sample.get("snap_steps", 5))))
+        if any(r[1] == "student" for r in runs):
+            runs.append(("border_prepass_student", "student", 1))
+    flops_eval, flops_cond = _flops(model, audio_w, window, motion_dim, plan.num_windows)
+    out["flops_per_evaluation"] = flops_eval
+    out["flops_conditioning"] = flops_cond
     for name, sampler, steps in runs:
         run_steps = steps if (sampler != "ddpm" or full_ddpm) else min(probe, T)
         opts = G.SamplingOptions(sampler=sampler, steps=run_steps, batch_windows=max(1, plan.num_windows))
+        bundle.student = sampler == "student"
         fn, state, _, coeffs = W.build_sampling_fn(bundle, plan, opts)
         t = time.perf_counter()
         compiled = fn.lower(state, audio_w, jax.random.key(0)).compile()
@@ -95,17 +114,59 @@ def bench_shape(shape: str, samplers: list[str], seconds: float, repeats: int, f
         out["samplers"][name] = {
             "sampler": sampler, "steps": steps, "measured_steps": coeffs.num_steps, "extrapolated": scale != 1.0,
             "seconds": round(best * scale, 3), "seconds_per_step": round(best / coeffs.num_steps, 4),
-            "compile_s": round(compile_s, 2), "runs": [round(x, 3) for x in times]}
+            "compile_s": round(compile_s, 2), "runs": [round(x, 3) for x in times],
+            "achieved_gflops": (round((coeffs.num_steps * flops_eval + flops_cond) / best / 1e9, 2)
+                                if flops_eval else None)}
         print(json.dumps({shape: {name: out["samplers"][name]}}), file=sys.stderr, flush=True)
         del fn
         gc.collect()
     return out
 
 
+def _cost_flops(compiled) -> float | None:
+    ca = compiled.cost_analysis()
+    ca = ca[0] if isinstance(ca, (list, tuple)) else ca
+    f = (ca or {}).get("flops")
+    return float(f) if f is not None and f > 0 else None
+
+
+def _flops(model, audio_w, window: int, motion_dim: int, windows: int) -> tuple[float | None, float | None]:
+    """XLA's FLOP count of one network evaluation over every window, and of the conditioning."""
+    graphdef, state = nnx.split(model)
+
+    def cond_fn(state, a):
+        return nnx.merge(graphdef, state).condition(a, deterministic=True)
+
+    def eval_fn(state, x, t, c):
+        return nnx.merge(graphdef, state).denoise(x, t, c, deterministic=True)
+
+    cond = jax.eval_shape(cond_fn, state, audio_w)
+    x = jax.ShapeDtypeStruct((windows, window, motion_dim), jnp.float32)
+    t = jax.ShapeDtypeStruct((windows,), jnp.int32)
+    return (_cost_flops(jax.jit(eval_fn).lower(state, x, t, cond).compile()),
+            _cost_flops(jax.jit(cond_fn).lower(state, audio_w).compile()))
+
+
+def matmul_gflops(n: int, repeats: int = 3) -> float:
+    """The float32 matmul rate of this machine (an n x n by n x n product, best of `repeats`)."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    jax.block_until_ready(f(a))
+    best = min(_timed(lambda: jax.block_until_ready(f(a))) for _ in range(repeats))
+    return round(2.0 * n ** 3 / best / 1e9, 2)
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shapes", default="reference,demo")
-    ap.add_argument("--samplers", default="ddpm,ddim,dpm-solver++")
+    ap.add_argument("--samplers", default="ddpm,ddim,dpm-solver++,student-1,student-2")
+    ap.add_argument("--matmul_n", type=int, default=2048)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--full_ddpm", action="store_true")
@@ -113,7 +174,8 @@ def main() -> None:
     a = ap.parse_args()
     res = {"bench": "sample", "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
            "cpu_count": os.cpu_count(), "machine": platform.machine(), "jax": jax.__version__,
-           "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "shapes": {}}
+           "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+           "matmul_gflops": matmul_gflops(a.matmul_n), "matmul_n": a.matmul_n, "shapes": {}}
     for shape in a.shapes.split(","):
         res["shapes"][shape] = bench_shape(shape, a.samplers.split(","), a.seconds, a.repeats, a.full_ddpm,
                                            a.ddpm_probe_steps)

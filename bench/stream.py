@@ -20,7 +20,8 @@ For every chunk size and look-ahead, `gesture_jax.generate.stream` runs on held-
     only the transitions inside blocks. Without the smoothing post-filter unless
     --smooth_sigma is given, so the check sees what the context imposing does.
 Model compilation is excluded (one warm-up stream first). Sampler: the streaming default,
-DPM-Solver++ with sampling/streaming.py's STREAM_STEPS, unless --steps is given.
+DPM-Solver++ with sampling/streaming.py's STREAM_STEPS, unless --steps is given; --student
+streams with the run's distilled few-step student (train it with --config.train.stage=distill).
 """
 from __future__ import annotations
 
@@ -57,12 +58,12 @@ def border_ratio(pos: list[np.ndarray], borders: list[np.ndarray], offline_p99: 
     return out
 
 
-def offline_p99(bundle, waves, seeds, steps, smooth) -> float:
+def offline_p99(bundle, waves, seeds, steps, smooth, sampler="dpm-solver++") -> float:
     from gesture_jax import generate as G
 
     steps_all = []
     for seed in seeds:
-        bvhs = G.generate_motion(bundle, waves, sampler="dpm-solver++", steps=steps, seed=seed, smooth_sigma=smooth)
+        bvhs = G.generate_motion(bundle, waves, sampler=sampler, steps=steps, seed=seed, smooth_sigma=smooth)
         from gesture_jax.motion.kinematics import bvh_positions
         for per in bvhs:
             p = bvh_positions(per[0])
@@ -93,6 +94,8 @@ def main() -> None:
     ap.add_argument("--chunks", default="0.1,0.5,1.0")
     ap.add_argument("--lookaheads", default="0.25,0.5,1.0")
     ap.add_argument("--steps", type=int, default=None, help="DPM-Solver++ steps (default: streaming's)")
+    ap.add_argument("--student", action="store_true",
+                    help="stream with the run's distilled few-step student (--steps: 1 or 2, default distill.steps)")
     ap.add_argument("--clips", type=int, default=4, help="held-out clips pooled for the seam measure")
     ap.add_argument("--seeds", type=int, default=2, help="seeds per clip for the seam measure")
     ap.add_argument("--smooth_sigma", type=float, default=0.0)
@@ -113,7 +116,7 @@ def main() -> None:
     from gesture_jax.audio.io import load_audio
     from gesture_jax.sampling import streaming as S
 
-    bundle = G.load_bundle(wd)
+    bundle = G.load_bundle(wd, student=a.student)
     src = Path(bundle.config.data.root)
     if not src.is_absolute():
         src = REPO / src
@@ -123,20 +126,22 @@ def main() -> None:
         sys.exit(2)
     waves = [load_audio(w) for w in wavs]
     seeds = list(range(a.seeds))
-    steps = a.steps or S.STREAM_STEPS
-    opts_kw = {"sampler": "dpm-solver++", "steps": steps, "smooth_sigma": a.smooth_sigma}
+    sampler = "student" if a.student else "dpm-solver++"
+    steps = a.steps or (int(bundle.config.distill.steps) if a.student else S.STREAM_STEPS)
+    opts_kw = {"sampler": sampler, "steps": steps, "smooth_sigma": a.smooth_sigma}
     res = {"bench": "stream", "workdir": str(wd), "backend": jax.default_backend(), "cpu_count": os.cpu_count(),
            "machine": platform.machine(), "jax": jax.__version__,
            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
            "fps": float(bundle.config.data.fps), "window_s": float(bundle.config.data.window_s),
-           "sampler": f"dpm-solver++ {steps} steps (eta {bundle.config.sample.eta})", "impose": a.impose,
+           "sampler": (f"student {steps} steps" if a.student else
+                       f"dpm-solver++ {steps} steps (eta {bundle.config.sample.eta})"), "impose": a.impose,
            "smooth_sigma": a.smooth_sigma, "clips": [w.name for w in wavs], "seeds": seeds,
            "paced": not a.no_pace, "runs": []}
     t0 = time.perf_counter()
     S.run_stream(bundle, S.chunked(waves[0][: 16000 * 6], 0.5), lookahead_s=0.5,
                  opts=G.SamplingOptions(**opts_kw))  # compile
-    off99 = offline_p99(bundle, waves, seeds, 20, a.smooth_sigma)
-    res["offline_p99_dpm20"] = round(off99, 4)
+    off99 = offline_p99(bundle, waves, seeds, steps if a.student else 20, a.smooth_sigma, sampler)
+    res["offline_p99_student" if a.student else "offline_p99_dpm20"] = round(off99, 4)
     for cs in map(float, a.chunks.split(",")):
         for la in map(float, a.lookaheads.split(",")):
             _, rep = S.run_stream(bundle, S.chunked(waves[0], cs), lookahead_s=la,

@@ -47,7 +47,8 @@ flags.DEFINE_string("split", None, "Split to evaluate (default cfg.eval.split, '
 flags.DEFINE_string("out", None, "Output directory for metrics.json / metrics.png (default WORKDIR/eval).")
 flags.DEFINE_bool("train_fgd_ae", False, "Train the FGD autoencoder on the training split and exit.")
 flags.DEFINE_string("fgd_ae", None, "FGD autoencoder directory (see the module docstring for the default).")
-flags.DEFINE_string("sampler", None, "ddpm | ddim | dpm-solver++ (default: the run's cfg.sample.sampler).")
+flags.DEFINE_string("sampler", None, "ddpm | ddim | dpm-solver++ | student (the distilled few-step model) "
+                    "(default: the run's cfg.sample.sampler).")
 flags.DEFINE_integer("steps", None, "Sampling steps (default: the generator's default for the sampler).")
 flags.DEFINE_float("eta", None, "DDIM eta.")
 flags.DEFINE_float("guidance", None, "Classifier-free guidance weight.")
@@ -275,7 +276,7 @@ def evaluate_run(workdir: str, out: Path, *, split: str | None = None, eval_cfg=
     else:
         if bundle is None:
             from gesture_jax.generate import load_bundle
-            bundle = load_bundle(wd, step)
+            bundle = load_bundle(wd, step, student=sampler == "student")
         cfg, pipeline, ckpt_step = bundle.config, bundle.pipeline, int(bundle.step)
     if eval_cfg is not None:
         with cfg.unlocked():

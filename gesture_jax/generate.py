@@ -188,8 +188,9 @@ def collect_audio(paths: Sequence[str | Path]) -> tuple[list[Path], list[tuple[s
     return files, bad
 
 
-def load_bundle(workdir: str | Path, step: int | None = None):
-    """load_for_inference with a clear error for a workdir that holds no trained model."""
+def load_bundle(workdir: str | Path, step: int | None = None, student: bool = False):
+    """load_for_inference with a clear error for a workdir that holds no trained model;
+    ``student``: its distilled few-step model (``--sampler=student``; ``step`` is the student's)."""
     wd = Path(workdir)
     if not wd.is_dir():
         raise GenerateError(f"workdir {wd}: no such directory")
@@ -203,14 +204,18 @@ def load_bundle(workdir: str | Path, step: int | None = None):
         method = get_method(method_name(cfg))
     except (RunError, MethodError) as e:
         raise GenerateError(f"workdir {wd}: {e}") from None
-    for stage in method.inference_stages(cfg):  # every stage generation uses must have been trained
+    if student and method.student_stage is None:
+        raise GenerateError(f"workdir {wd}: method {method.name!r} has no few-step student (--sampler=student); "
+                            f"students exist for the diffusion methods")
+    stages = (method.student_stage,) if student else method.inference_stages(cfg)
+    for stage in stages:  # every stage generation uses must have been trained
         ck = method.stage_dir(wd, stage) / "checkpoints"
         if not ck.is_dir() or not any(ck.iterdir()):
             how = f" --config.train.stage={stage}" if len(method.stages) > 1 else ""
             raise GenerateError(f"workdir {wd}: no checkpoint found in {ck} (train first: "
                                 f"python -m gesture_jax.train --workdir={wd}{how})")
     try:
-        return load_for_inference(str(wd), step=step)
+        return load_for_inference(str(wd), step=step, student=student)
     except GenerateError:
         raise
     except Exception as e:  # name the workdir whatever the loader raised
@@ -223,9 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--audio", nargs="+", required=True, help="audio files and/or folders of audio files")
     ap.add_argument("more_audio", nargs="*", help=argparse.SUPPRESS)
     ap.add_argument("--out", required=True, help="output folder for BVH (and MP4) files")
-    ap.add_argument("--sampler", choices=("ddpm", "ddim", "dpm-solver++"), default=None)
+    ap.add_argument("--sampler", choices=("ddpm", "ddim", "dpm-solver++", "student"), default=None,
+                    help="default: the run's sample.sampler; student = the distilled few-step model "
+                         "(train it with --config.train.stage=distill)")
     ap.add_argument("--steps", type=int, default=None, help="model evaluations (default: ddpm all, ddim 50, "
-                                                             "dpm-solver++ 20)")
+                                                             "dpm-solver++ 20, student distill.steps = 2)")
     ap.add_argument("--eta", type=float, default=None,
                     help="ddim / dpm-solver++ noise: 1 = stochastic (config default), 0 = deterministic ODE")
     ap.add_argument("--guidance", type=float, default=None, help="classifier-free guidance weight (1 = none)")
@@ -264,7 +271,7 @@ def _generate(a: argparse.Namespace) -> int:
     from gesture_jax.motion.bvh import write_bvh
 
     try:
-        bundle = load_bundle(a.workdir, a.step)
+        bundle = load_bundle(a.workdir, a.step, student=a.sampler == "student")
         opts = SamplingOptions(sampler=a.sampler, steps=a.steps, eta=a.eta, guidance=a.guidance, seed=a.seed,
                                num_samples=a.num_samples, overlap_s=a.overlap_s,
                                snap_s=a.snap_s, smooth_sigma=a.smooth_sigma)
@@ -439,10 +446,10 @@ def _generate_stream(a: argparse.Namespace) -> int:
     try:
         if not (a.chunk_s > 0 and math.isfinite(a.chunk_s)):
             raise GenerateError(f"--chunk_s must be > 0 seconds, got {a.chunk_s}")
-        bundle = load_bundle(a.workdir, a.step)
+        bundle = load_bundle(a.workdir, a.step, student=a.sampler == "student")
         opts = streaming.stream_options(SamplingOptions(
             sampler=a.sampler, steps=a.steps, eta=a.eta, guidance=a.guidance, seed=a.seed, num_samples=a.num_samples,
-            overlap_s=a.overlap_s, snap_s=a.snap_s, smooth_sigma=a.smooth_sigma))
+            overlap_s=a.overlap_s, snap_s=a.snap_s, smooth_sigma=a.smooth_sigma), bundle.student)
         # option errors before any audio work; compile once so no file's first block waits for it
         probe = streaming.MotionStreamer(bundle, lookahead_s=a.lookahead_s, opts=opts)
         compile_s = probe.warmup()

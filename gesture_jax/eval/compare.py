@@ -234,7 +234,9 @@ def compare_runs(workdirs: Sequence[str | Path], out: str | Path, *, names: Sequ
     for name, wd in zip(names, workdirs):
         print(f"compare: evaluating {name} ({wd})", flush=True)
         try:
-            bundle = load_bundle(wd, step)  # generate's public loader: dispatches on the run's cfg.method
+            # a run whose method has a student uses it for --sampler=student; others ignore the option
+            student = sampler == "student" and _has_student(wd)
+            bundle = load_bundle(wd, step, student=student)  # generate's public loader: dispatches on cfg.method
             method = get_method(method_name(bundle.config))
             options, unused = method.split_options(dict(sampler=sampler, steps=steps, eta=eta, guidance=guidance,
                                                         smooth_sigma=smooth_sigma))
@@ -275,3 +277,13 @@ def compare_runs(workdirs: Sequence[str | Path], out: str | Path, *, names: Sequ
     plot_comparison(out / "metrics.png", report["summary"], TABLE_KEYS, runs=names,
                     title=f"{split}: {', '.join(names)}")
     return report
+
+
+def _has_student(workdir) -> bool:
+    """Whether the run's method has a few-step student (a bad workdir: False, load_bundle says why)."""
+    from gesture_jax.methods import MethodError, get_method, method_name
+    from gesture_jax.training.inference import RunError, load_config
+    try:
+        return get_method(method_name(load_config(workdir))).student_stage is not None
+    except (RunError, MethodError):
+        return False

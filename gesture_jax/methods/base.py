@@ -95,9 +95,24 @@ class Method:
                               f"{' or '.join(map(repr, self.representations))}, but {cfg.data.out} was prepared "
                               f"with {rep!r} (set data.representation and run data_prep.prepare again)")
 
+    # Keys of cfg.stages.<stage> that the method's loss reads itself (not training settings).
+    stage_only_keys: dict[str, tuple[str, ...]] = {}
+
     def train_config(self, cfg: ml_collections.ConfigDict, stage: str) -> ml_collections.ConfigDict:
-        """The config the trainer runs ``stage`` with (e.g. per-stage learning rate and batch)."""
-        return cfg
+        """The config the trainer runs ``stage`` with: ``cfg.stages.<stage>`` (per-stage learning
+        rate, batch, steps...) written over ``cfg.train``; a key that is no training setting is
+        an error (typos would otherwise do nothing)."""
+        over = cfg.stages.get(stage) if "stages" in cfg else None
+        if over is None:
+            return cfg
+        out = ml_collections.ConfigDict(cfg.to_dict())
+        for k, v in over.items():
+            if k in self.stage_only_keys.get(stage, ()):
+                continue
+            if k not in out.train:
+                raise MethodError(f"stages.{stage}.{k}: no such training setting (see configs/base.py, train)")
+            out.train[k] = v
+        return out
 
     # ------------------------------------------------------------------ training (required)
     def build_model(self, cfg: ml_collections.ConfigDict, dims: DataDims, stage: str, rngs: nnx.Rngs) -> nnx.Module:
@@ -120,6 +135,20 @@ class Method:
                     use_ema: bool, device: Any) -> tuple[Any, int, bool]:
         """(the trained model(s) generation needs, checkpoint step, whether EMA weights were used)."""
         raise NotImplementedError(f"{type(self).__name__}.load_models")
+
+    # A method with a few-step student (methods/students.py) names the stage that trains it.
+    student_stage: str | None = None
+
+    def load_student(self, workdir: Path, cfg: ml_collections.ConfigDict, dims: DataDims, *, step: int | None,
+                     use_ema: bool, device: Any) -> tuple[Any, int, bool]:
+        """Like load_models, for the distilled few-step model (``--sampler=student``)."""
+        raise MethodError(f"method {self.name!r} has no few-step student (--sampler=student); "
+                          f"students exist for the diffusion methods")
+
+    def initial_weights(self, cfg: ml_collections.ConfigDict, stage: str, frozen: Any) -> Any:
+        """(params, model_state) a fresh run of ``stage`` starts from instead of a random
+        initialization (a student starts as its teacher), or None."""
+        return None
 
     def resolve_options(self, bundle: Any, opts: Any) -> dict[str, Any]:
         """Sampling options filled from the run's config and checked (GenerateError when invalid)."""

@@ -39,6 +39,9 @@ import numpy as np
 from gesture_jax.errors import UserError
 
 SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpm-solver++")
+# A distilled few-step model (training/distill.py): x0 = f(x_t, t) at each grid time, then
+# fresh noise to the next one (multistep consistency sampling); needs the student's weights.
+STUDENT = "student"
 
 # (x_t [B, ...], t: int32 scalar training timestep) -> x0 estimate [B, ...]
 X0Fn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -94,6 +97,20 @@ def timestep_grid(num_train_steps: int, steps: int, spacing: str = "linear",
     return asc[::-1].astype(np.int32)
 
 
+def student_timesteps(num_train_steps: int, steps: int, mid_frac: float) -> np.ndarray:
+    """Descending grid of a `steps`-step student: T-1, then evenly down to mid_frac (T-1)."""
+    T = int(num_train_steps)
+    if steps < 1:
+        raise SamplerError(f"a student takes at least 1 step, got {steps}")
+    if steps == 1:
+        return np.array([T - 1], np.int32)
+    lo = int(round(float(mid_frac) * (T - 1)))
+    ts = np.round(np.linspace(T - 1, lo, steps)).astype(np.int64)
+    if np.any(np.diff(ts) >= 0) or lo < 1:
+        raise SamplerError(f"{steps} student steps do not fit between t={T - 1} and distill.mid_frac={mid_frac}")
+    return ts.astype(np.int32)
+
+
 @dataclass(frozen=True)
 class SamplerCoefficients:
     """Per-step coefficients of the affine update (see module docstring); all arrays [n]."""
@@ -120,7 +137,8 @@ def default_spacing(sampler: str) -> str:
 
 
 def sampler_coefficients(alphas_cumprod: np.ndarray, sampler: str, steps: int, *,
-                         eta: float = 0.0, spacing: str | None = None) -> SamplerCoefficients:
+                         eta: float = 0.0, spacing: str | None = None,
+                         ts: np.ndarray | None = None) -> SamplerCoefficients:
     """Coefficients of `sampler` for `steps` model evaluations on the given schedule.
 
     ddpm: ancestral sampling with the posterior variance beta~_t (the reference). With
@@ -130,13 +148,23 @@ def sampler_coefficients(alphas_cumprod: np.ndarray, sampler: str, steps: int, *
       the first step and on the final step to sigma = 0. eta > 0 gives the 2M SDE variant
       (noise sigma' sqrt(1 - e^{-2 eta h}) per step); its first-order step at eta = 1 is
       exactly the DDPM posterior step, so eta = 1 is "DDPM with a second-order correction".
+    student: x_next = sqrt(ab') x0 + sqrt(1 - ab') z (a = 0: the distilled model's x0 is the
+      sample; fresh noise carries it to the next grid time); `ts` must be given.
+    ts: explicit descending training timesteps (default: `spacing`'s grid from T-1 to 0);
+      a grid that starts below T-1 solves from that time on (distillation targets).
     """
-    if sampler not in SAMPLERS:
-        raise SamplerError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if sampler not in SAMPLERS + (STUDENT,):
+        raise SamplerError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS + (STUDENT,))}")
     ab_all = np.asarray(alphas_cumprod, np.float64)
     if ab_all.ndim != 1 or not np.all((ab_all > 0) & (ab_all < 1)) or np.any(np.diff(ab_all) >= 0):
         raise SamplerError("alphas_cumprod must be a strictly decreasing 1-D array in (0, 1)")
-    ts = timestep_grid(ab_all.shape[0], steps, spacing or default_spacing(sampler), ab_all)
+    if ts is None:
+        if sampler == STUDENT:
+            raise SamplerError("the student sampler needs its grid of timesteps (ts=)")
+        ts = timestep_grid(ab_all.shape[0], steps, spacing or default_spacing(sampler), ab_all)
+    ts = np.asarray(ts, np.int64)
+    if ts.ndim != 1 or ts.size < 1 or np.any(np.diff(ts) >= 0) or ts[-1] < 0 or ts[0] >= ab_all.shape[0]:
+        raise SamplerError(f"timestep grid {ts.tolist()} must descend strictly within [0, {ab_all.shape[0]})")
     ab = ab_all[ts]
     ab_next = np.concatenate([ab[1:], [1.0]])  # the step after the last lands on clean data
     n = ts.shape[0]
@@ -144,7 +172,10 @@ def sampler_coefficients(alphas_cumprod: np.ndarray, sampler: str, steps: int, *
     b = np.zeros(n)
     c = np.zeros(n)
     s = np.zeros(n)
-    if sampler == "ddpm" or sampler == "ddim":
+    if sampler == STUDENT:
+        b = np.sqrt(ab_next)
+        s = np.sqrt(1.0 - ab_next)
+    elif sampler == "ddpm" or sampler == "ddim":
         eta_eff = 1.0 if sampler == "ddpm" else float(eta)
         if eta_eff < 0:
             raise SamplerError(f"eta must be >= 0, got {eta}")

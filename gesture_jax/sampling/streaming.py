@@ -124,10 +124,11 @@ def supports_streaming(bundle) -> bool:
     return all(hasattr(m, a) for a in ("condition", "denoise", "motion_dim"))
 
 
-def stream_options(opts: SamplingOptions | None) -> SamplingOptions:
-    """The options streaming samples with: DPM-Solver++ with STREAM_STEPS steps unless set."""
+def stream_options(opts: SamplingOptions | None, student: bool = False) -> SamplingOptions:
+    """The options streaming samples with: DPM-Solver++ with STREAM_STEPS steps unless set (a
+    student bundle: its own sampler and step count)."""
     opts = opts or SamplingOptions()
-    if opts.sampler is None:
+    if opts.sampler is None and not student:
         opts = replace(opts, sampler=STREAM_SAMPLER, steps=STREAM_STEPS if opts.steps is None else opts.steps)
     return opts
 
@@ -170,10 +171,10 @@ class MotionStreamer:
         if not supports_streaming(bundle):
             name = getattr(method_of(bundle), "name", "?")
             raise StreamError(f"method {name!r} cannot stream: streaming needs a window denoiser "
-                              f"(persona_gestor); generate this run offline (without --stream)")
+                              f"(a diffusion method's denoiser); generate this run offline (without --stream)")
         if impose not in IMPOSE_MODES:
             raise StreamError(f"unknown impose mode {impose!r}; choose one of {', '.join(IMPOSE_MODES)}")
-        opts = stream_options(opts)
+        opts = stream_options(opts, bool(getattr(bundle, "student", False)))
         for name in ("overlap_s", "snap_s", "batch_windows"):
             if getattr(opts, name) is not None:
                 raise StreamError(f"{name} does not apply to streaming (one window at a time, continuing the "
@@ -411,7 +412,7 @@ def _window_fn(bundle, r: dict, impose: str):
     cfg = bundle.config
     model = bundle.model
     ab = np.asarray(make_schedule(cfg.diffusion).alphas_cumprod, np.float64)
-    coeffs = samplers.sampler_coefficients(ab, r["sampler"], r["steps"], eta=r["eta"])
+    coeffs = samplers.sampler_coefficients(ab, r["sampler"], r["steps"], eta=r["eta"], ts=r.get("grid"))
     graphdef, state = nnx.split(model)
     mode = "xt" if impose == "xt" else "x0"
     traced = {k: v for k, v in r.items() if k not in ("smooth", "snap", "snap_steps", "batch_windows", "overlap")}

@@ -26,14 +26,28 @@ def resolve_options(bundle, opts: SamplingOptions) -> dict[str, Any]:
     """Fill unset options from the run's config and check them (errors before any audio work).
 
     Public so evaluation can record exactly the settings generation used."""
-    from gesture_jax.sampling.samplers import SAMPLERS
+    from gesture_jax.sampling.samplers import SAMPLERS, STUDENT, SamplerError, student_timesteps
 
     cfg = bundle.config
-    sampler = opts.sampler or cfg.sample.sampler
-    if sampler not in SAMPLERS:
-        raise GenerateError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    student = bool(getattr(bundle, "student", False))
+    sampler = opts.sampler or (STUDENT if student else cfg.sample.sampler)
+    if sampler not in SAMPLERS + (STUDENT,):
+        raise GenerateError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS + (STUDENT,))}")
+    if (sampler == STUDENT) != student:
+        raise GenerateError("--sampler=student samples the run's distilled student, which must be loaded for it "
+                            "(generate.load_bundle(RUN, student=True))" if not student else
+                            f"--sampler={sampler}: this bundle holds the distilled student, which samples only with "
+                            f"--sampler=student (load the run without student=True for the teacher's samplers)")
     T = int(cfg.diffusion.num_steps)
-    if opts.steps is not None:
+    grid = None
+    if sampler == STUDENT:
+        dc = cfg.get("distill") or {}
+        steps = int(dc.get("steps", 2) if opts.steps is None else opts.steps)
+        try:
+            grid = tuple(int(t) for t in student_timesteps(T, steps, float(dc.get("mid_frac", 0.5))))
+        except SamplerError as e:
+            raise GenerateError(f"--steps={steps} with --sampler=student: {e}") from None
+    elif opts.steps is not None:
         steps = int(opts.steps)
     elif sampler == "ddpm":
         steps = T
@@ -41,7 +55,7 @@ def resolve_options(bundle, opts: SamplingOptions) -> dict[str, Any]:
         steps = int(cfg.sample.steps)  # the run's own choice for its default sampler
     else:
         steps = DEFAULT_STEPS[sampler]
-    if not 1 <= steps <= T:
+    if grid is None and not 1 <= steps <= T:
         raise GenerateError(f"--steps={steps} must be between 1 and the model's {T} diffusion steps")
     guidance = float(cfg.sample.guidance if opts.guidance is None else opts.guidance)
     if guidance != 1.0 and float(cfg.train.get("cond_dropout", 0.0)) <= 0.0:
@@ -69,7 +83,8 @@ def resolve_options(bundle, opts: SamplingOptions) -> dict[str, Any]:
                 eta=float(cfg.sample.eta if opts.eta is None else opts.eta), fps=fps, window=window,
                 overlap=overlap, snap=int(round(snap_s * fps)), snap_steps=snap_steps,
                 batch_windows=int(opts.batch_windows or cfg.sample.batch_windows),
-                prediction=str(cfg.diffusion.prediction), clip_x0=float(cfg.sample.get("clip_x0", 20.0)))
+                prediction=str(cfg.distill.prediction if grid else cfg.diffusion.prediction), grid=grid,
+                clip_x0=float(cfg.sample.get("clip_x0", 20.0)))
 
 
 def _chunked(f, xs, size: int):
@@ -126,7 +141,7 @@ def build_sampling_fn(bundle, plan, opts: SamplingOptions = SamplingOptions()):
     cfg = bundle.config
     model = bundle.model
     ab = np.asarray(make_schedule(cfg.diffusion).alphas_cumprod, np.float64)
-    coeffs = samplers.sampler_coefficients(ab, r["sampler"], r["steps"], eta=r["eta"])
+    coeffs = samplers.sampler_coefficients(ab, r["sampler"], r["steps"], eta=r["eta"], ts=r["grid"])
     motion_dim = int(model.motion_dim)
     guided = r["guidance"] != 1.0
     w = r["guidance"]
@@ -227,7 +242,8 @@ def sample_timelines(bundle, features: Sequence[np.ndarray], opts: SamplingOptio
               + (f", guidance {r['guidance']}" if r["guidance"] != 1.0 else ""), file=sys.stderr, flush=True)
     if long_audio.snap_reach(r["overlap"], r["snap"]) > 0 and int(np.bincount(plan.timeline).max()) > 2:
         pre_steps = min(r["snap_steps"], int(bundle.config.diffusion.num_steps))
-        pre_opts = replace(opts, sampler="dpm-solver++", steps=pre_steps)
+        pre_opts = (replace(opts, steps=1) if r["grid"] else  # a student's 1 step is its quick draft
+                    replace(opts, sampler="dpm-solver++", steps=pre_steps))
         pre = plan.split(_run_plan(bundle, plan, feats, pre_opts, progress, "placing borders"))
         plan = long_audio.plan_windows(lengths, r["window"], r["overlap"],
                                        cost=[border_cost(bundle, m) for m in pre], snap_frames=r["snap"])

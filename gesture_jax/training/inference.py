@@ -36,6 +36,7 @@ class InferenceBundle:
     manifest: dict[str, Any]
     step: int                      # checkpoint step loaded
     used_ema: bool = False
+    student: bool = False          # model is the distilled few-step student (sampler "student")
 
 
 def _read_json(path: Path) -> Any:
@@ -124,17 +125,19 @@ def _refuse_damaged(ckpt_dir: Path, step: int, steps: list[int]) -> None:
 
 
 def load_for_inference(workdir: str | Path, step: int | None = None, use_ema: bool = True,
-                       device: jax.Device | None = None) -> InferenceBundle:
-    """Rebuild the model(s) of ``workdir``'s method and load checkpoint ``step`` (default: latest)."""
+                       device: jax.Device | None = None, student: bool = False) -> InferenceBundle:
+    """Rebuild the model(s) of ``workdir``'s method and load checkpoint ``step`` (default: latest);
+    ``student``: the distilled few-step model instead (its stage's checkpoint ``step``)."""
     from gesture_jax.methods import DataDims, get_method, method_name
 
     workdir = Path(workdir)
     cfg = load_config(workdir)
     manifest = _read_json(workdir / "data" / "manifest.json")
     method = get_method(method_name(cfg))
-    F, A, T = model_dims(method.stage_dir(workdir, method.stages[-1]), manifest)
+    F, A, T = model_dims(method.stage_dir(workdir, method.inference_stages(cfg)[-1]), manifest)
     dims = DataDims(motion_dim=F, audio_dim=A, window=T, fps=float(cfg.data.fps))
-    model, step, used_ema = method.load_models(workdir, cfg, dims, step=step, use_ema=use_ema, device=device)
+    load = method.load_student if student else method.load_models
+    model, step, used_ema = load(workdir, cfg, dims, step=step, use_ema=use_ema, device=device)
 
     pipeline = None
     pipe_dir = workdir / "data" / "motion_pipeline"
@@ -142,4 +145,4 @@ def load_for_inference(workdir: str | Path, step: int | None = None, use_ema: bo
         from gesture_jax.motion.representations import load_pipeline
         pipeline = load_pipeline(pipe_dir)
     return InferenceBundle(config=cfg, model=model, pipeline=pipeline, manifest=manifest, step=step,
-                           used_ema=used_ema)
+                           used_ema=used_ema, student=student)

@@ -184,13 +184,14 @@ def write_model_info(workdir: Path, state: state_lib.TrainState, mesh, extra: di
 def run_training(cfg: ml_collections.ConfigDict, workdir: str | Path, *, model_fn: ModelFn,
                  loss_factory: LossFactory, train_iter_fn: TrainIterFn, eval_iter_fn: EvalIterFn | None = None,
                  model_info: dict[str, Any] | None = None, mesh=None, run_dir: str | Path | None = None,
-                 frozen_sections: tuple[str, ...] = _FROZEN_SECTIONS,
+                 frozen_sections: tuple[str, ...] = _FROZEN_SECTIONS, init_weights: Any = None,
                  stop_after: int | None = None, progress: bool = True) -> TrainResult:
     """The loop, for any method: ``model_fn`` builds the trainable module and
     ``loss_factory(parts, mesh, compute_shardings)`` its loss. Checkpoints, metrics and
     model_info go to ``run_dir`` (default: the workdir; a stage of a multi-stage method has its
     own), config.json to the workdir. ``stop_after`` ends early after that many steps in this
-    call (tests)."""
+    call (tests). ``init_weights`` = (params, model_state) a fresh run starts from instead of
+    the random initialization (a student starts as its teacher); EMA starts there too."""
     workdir = Path(workdir).absolute()
     run_dir = Path(run_dir).absolute() if run_dir is not None else workdir
     tc = cfg.train
@@ -214,6 +215,8 @@ def run_training(cfg: ml_collections.ConfigDict, workdir: str | Path, *, model_f
         state, data_state, resume_step = restored
     else:
         state, _, _, _, _ = state_lib.create_train_state(model_fn, tc, int(cfg.seed), mesh, rules, min_size)
+        if init_weights is not None:
+            state = _start_from(state, shardings, *init_weights)
     start = int(jax.device_get(state.step))
     if restored is not None and distributed.is_primary():
         # The step of the state actually restored (not the directory name): a resume that
@@ -307,6 +310,22 @@ def run_training(cfg: ml_collections.ConfigDict, workdir: str | Path, *, model_f
         writer.close()
         ckpt.close()
     return TrainResult(step=step, preempted=preempted, history=history)
+
+
+def _start_from(state: state_lib.TrainState, shardings: state_lib.TrainState, params: Any,
+                model_state: Any) -> state_lib.TrainState:
+    """``state`` with the given weights (and EMA) in place of the random ones, in its layout."""
+    def placed(tree, like, sh):
+        if jax.tree_util.tree_structure(tree) != jax.tree_util.tree_structure(like):
+            raise TrainConfigError("the initial weights do not fit this model (another architecture)")
+        for a, b in zip(jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(like)):
+            if a.shape != b.shape:
+                raise TrainConfigError(f"the initial weights do not fit this model (shape {a.shape} vs {b.shape})")
+        # copies: the step donates the state, and these arrays may still be in use (a teacher)
+        return jax.device_put(jax.tree_util.tree_map(lambda a, b: jnp.array(a, b.dtype, copy=True), tree, like), sh)
+    params = placed(params, state.params, shardings.params)
+    return state.replace(params=params, model_state=placed(model_state, state.model_state, shardings.model_state),
+                         ema=None if state.ema is None else jax.tree_util.tree_map(jnp.copy, params))
 
 
 def _say(msg: str) -> None:
@@ -416,6 +435,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, stop_after: in
         method.check_data(cfg, manifest_lib.read_manifest(cfg.data.out))
         frozen = method.load_frozen(cfg, workdir, stage, dims)
         stage_cfg = method.train_config(cfg, stage)
+        init_weights = method.initial_weights(stage_cfg, stage, frozen)
     except MethodError as e:
         raise TrainConfigError(str(e)) from None
     model_fn: ModelFn = lambda rngs: method.build_model(stage_cfg, dims, stage, rngs)
@@ -442,4 +462,4 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, stop_after: in
     return run_training(stage_cfg, workdir, model_fn=model_fn, loss_factory=loss_factory,
                         train_iter_fn=train_iter_fn, eval_iter_fn=eval_iter_fn, model_info=extra,
                         run_dir=run_dir, frozen_sections=method.config_sections or _FROZEN_SECTIONS,
-                        stop_after=stop_after, progress=progress)
+                        init_weights=init_weights, stop_after=stop_after, progress=progress)

@@ -133,6 +133,7 @@ class Kucherenko(Method):
     config_sections = ("kucherenko", "audio")
     representations = ("positions",)
     sampling_options = ("seed", "num_samples", "smooth_sigma")
+    stage_only_keys = {k: tuple(v) for k, v in _BATCH_KEYS.items()}  # read by loss_fn from cfg.stages
 
     # ------------------------------------------------------------------ stages and data
     def _use_ae(self, cfg: ml_collections.ConfigDict) -> bool:
@@ -160,19 +161,6 @@ class Kucherenko(Method):
         if T and T <= 2 * C:
             raise MethodError(f"kucherenko.context={C} needs training windows longer than {2 * C} frames; "
                               f"{cfg.data.out} has {T} (raise data.window_s and prepare again)")
-
-    def train_config(self, cfg: ml_collections.ConfigDict, stage: str) -> ml_collections.ConfigDict:
-        """cfg with the stage's own optimizer settings (cfg.stages.<stage>) written into cfg.train."""
-        out = ml_collections.ConfigDict(cfg.to_dict())
-        over = cfg.stages.get(stage) if "stages" in cfg else None
-        if over is not None:
-            for k, v in over.items():
-                if k in _BATCH_KEYS[stage]:
-                    continue  # read by loss_fn from cfg.stages
-                if k not in out.train:
-                    raise MethodError(f"stages.{stage}.{k}: no such training setting (see configs/base.py, train)")
-                out.train[k] = v
-        return out
 
     def _dims(self, cfg: ml_collections.ConfigDict, dims: DataDims) -> tuple[int, int]:
         return dims.motion_dim, code_dim(cfg.kucherenko, dims.motion_dim)

@@ -1,7 +1,8 @@
-"""Persona-Gestor behind the method contract (methods/base.py): one stage, the diffusion loss,
-the windowed long-audio sampler. Behaviour and figures are those of the code before the
-plug-in refactor: nothing here computes anything new, it only names what the trainer,
-generate and evaluate used to call directly."""
+"""Persona-Gestor behind the method contract (methods/base.py): the diffusion loss, the windowed
+long-audio sampler, and (ours, not in the paper) a few-step student distilled from the trained
+model as a second stage (methods/students.py, --config.train.stage=distill). The main stage
+is the code before the plug-in refactor: it only names what the trainer, generate and evaluate
+used to call directly, and its checkpoints stay in WORKDIR/checkpoints."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,11 +13,12 @@ import numpy as np
 from flax import nnx
 
 from gesture_jax.methods.base import DataDims, Method
+from gesture_jax.methods.students import DISTILL, StudentStage
 
 
-class PersonaGestor(Method):
+class PersonaGestor(StudentStage, Method):
     name = "persona_gestor"
-    stages = ("main",)
+    stages = ("main", DISTILL)  # the teacher (WORKDIR/checkpoints), its few-step student (WORKDIR/stages/distill)
     config_sections = ("model", "diffusion", "audio")
     representations = ("expmap",)
 
@@ -25,6 +27,8 @@ class PersonaGestor(Method):
         return build_denoiser(cfg.model, dims.motion_dim, dims.audio_dim, dims.window, rngs, fps=float(dims.fps))
 
     def loss_fn(self, cfg, stage, parts, mesh, compute_shardings, frozen):
+        if stage == DISTILL:
+            return self.student_loss_fn(cfg, parts, mesh, compute_shardings, frozen)
         from gesture_jax.training import step as step_lib
         return step_lib.diffusion_loss_fn(cfg.diffusion, cfg.train, parts, mesh, compute_shardings)
 
