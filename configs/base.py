@@ -172,12 +172,13 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.distill.t_min_frac = 0.3
     c.distill.p_top = 0.5             # share of the batch trained at T-1 (the one-step map)
     # + this x the MSE of the error's frame-to-frame differences: on the demo (1500 steps, 3 seeds)
-    # 2.0 brought the students' jerk from 1.2-1.8x the ground truth's to 1.05-1.3x; FGD, BC unchanged
+    # 2.0 brought the students' jerk from 1.16x (2 steps) / 1.84x (1 step) the ground truth's to
+    # 1.05x / 1.29x; FGD and BC unchanged
     c.distill.vel_weight = 2.0
     c.distill.prediction = "x0"       # what the student outputs (x0 is well defined at T-1 for any schedule)
     c.distill.steps = 2               # default --steps of --sampler=student
     # a 2-step student's second step at t = mid_frac (T-1) (>= t_min_frac); on the demo 0.3 / 0.5 / 0.7
-    # gave FGD 0.370 / 0.373 / 0.387, BC 0.694 / 0.690 / 0.681, jerk 398 / 438 / 466 (3 seeds)
+    # gave FGD 0.370 / 0.373 / 0.387, BC 0.694 / 0.692 / 0.681, jerk 398 / 431 / 466 (3 seeds)
     c.distill.mid_frac = 0.3
     # The distill stage's training settings, over `train` (--config.stages.distill.KEY=...).
     c.stages = ml_collections.ConfigDict()
