@@ -279,18 +279,41 @@ def model_x0_fn(out_fn: Callable[[jax.Array, jax.Array], jax.Array], alphas_cump
         raise SamplerError(f"unknown prediction type {prediction!r} (eps, x0, v)")
 
     def x0_fn(x_t: jax.Array, t: jax.Array) -> jax.Array:
-        out = out_fn(x_t, t)
-        a = jnp.sqrt(ab[t]).astype(x_t.dtype)
-        sg = jnp.sqrt(1.0 - ab[t]).astype(x_t.dtype)
-        if prediction == "eps":
-            x0 = (x_t - sg * out) / a
-        elif prediction == "x0":
-            x0 = out
-        else:
-            x0 = a * x_t - sg * out  # v = a * eps - sg * x0
-        return jnp.clip(x0, -clip, clip) if clip else x0
+        return output_to_x0(out_fn(x_t, t), x_t, t, ab, prediction, clip)
 
     return x0_fn
+
+
+def output_to_x0(out: jax.Array, x_t: jax.Array, t: jax.Array, ab: jax.Array, prediction: str,
+                 clip: float | None = None) -> jax.Array:
+    """A network output at x_t [B, ...] and training timestep t (a scalar, or [B] one per
+    example) -> the clean-data estimate, |x0| bounded by clip (see model_x0_fn)."""
+    t = jnp.asarray(t)
+    shape = t.shape + (1,) * (x_t.ndim - t.ndim)  # per-example t broadcasts over the other axes
+    a = jnp.sqrt(ab[t]).astype(x_t.dtype).reshape(shape)
+    sg = jnp.sqrt(1.0 - ab[t]).astype(x_t.dtype).reshape(shape)
+    if prediction == "eps":
+        x0 = (x_t - sg * out) / a
+    elif prediction == "x0":
+        x0 = out
+    else:
+        x0 = a * x_t - sg * out  # v = a * eps - sg * x0
+    return jnp.clip(x0, -clip, clip) if clip else x0
+
+
+def guided_denoise(model, x_t: jax.Array, t: jax.Array, cond: jax.Array, null: jax.Array | None,
+                   guidance: float) -> jax.Array:
+    """A window denoiser's output at x_t [B, T, F], t [B], cond [B, T, D] (deterministic); with
+    the null conditioning null [1 or B, T, D] and guidance != 1, the conditional and
+    unconditional branches run in one batched call and are mixed by guided_output. Shared by
+    the offline sampler, streaming and the students' teacher."""
+    if null is None or float(guidance) == 1.0:
+        return model.denoise(x_t, t, cond, deterministic=True)
+    both = model.denoise(jnp.concatenate([x_t, x_t]), jnp.concatenate([t, t]),
+                         jnp.concatenate([cond, jnp.broadcast_to(null, cond.shape).astype(cond.dtype)]),
+                         deterministic=True)
+    out_cond, out_uncond = jnp.split(both, 2)
+    return guided_output(out_cond, out_uncond, guidance)
 
 
 def guided_output(out_cond: jax.Array, out_uncond: jax.Array, guidance: float) -> jax.Array:

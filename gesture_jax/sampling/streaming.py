@@ -435,13 +435,7 @@ def _window_fn(bundle, r: dict, impose: str):
         null = m.null_condition(1, T) if guided else None
 
         def net(x_t, t):
-            tt = jnp.full((x_t.shape[0],), t, jnp.int32)
-            if not guided:
-                return m.denoise(x_t, tt, cond, deterministic=True)
-            both = m.denoise(jnp.concatenate([x_t, x_t]), jnp.concatenate([tt, tt]),
-                             jnp.concatenate([cond, jnp.broadcast_to(null, cond.shape)]), deterministic=True)
-            oc, ou = jnp.split(both, 2)
-            return samplers.guided_output(oc, ou, gw)
+            return samplers.guided_denoise(m, x_t, jnp.full((x_t.shape[0],), t, jnp.int32), cond, null, gw)
 
         window_x0 = samplers.model_x0_fn(net, ab, r["prediction"], clip=r["clip_x0"] or None)
         k_init, k_loop, k_rep = jax.random.split(key, 3)

@@ -160,13 +160,7 @@ def build_sampling_fn(bundle, plan, opts: SamplingOptions = SamplingOptions()):
             def net(x_t, t):  # x_t [W, T, F] -> network output [W, T, F], bw windows per model call
                 def chunk(xc):
                     x, c = xc
-                    tt = jnp.full((x.shape[0],), t, jnp.int32)
-                    if not guided:
-                        return m.denoise(x, tt, c, deterministic=True)
-                    both = m.denoise(jnp.concatenate([x, x]), jnp.concatenate([tt, tt]),
-                                     jnp.concatenate([c, jnp.broadcast_to(null, c.shape)]), deterministic=True)
-                    oc, ou = jnp.split(both, 2)  # [bw, T, F] each: conditional, unconditional
-                    return samplers.guided_output(oc, ou, w)
+                    return samplers.guided_denoise(m, x, jnp.full((x.shape[0],), t, jnp.int32), c, null, w)
                 return _chunked(chunk, (x_t, cond), bw)
 
             window_x0 = samplers.model_x0_fn(net, ab, r["prediction"], clip=r["clip_x0"] or None)

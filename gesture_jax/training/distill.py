@@ -54,9 +54,6 @@ class DistillError(UserError, ValueError):
 
 
 # ------------------------------------------------------------------ training times and targets
-student_timesteps = samplers.student_timesteps
-
-
 def training_levels(num_train_steps: int, levels: int, t_min_frac: float) -> np.ndarray:
     """int32 [levels]: level 0 is T-1 (the one-step map); the others spread over [t_min, T-1)."""
     T = int(num_train_steps)
@@ -190,9 +187,7 @@ def distill_loss_fn(cfg: ml_collections.ConfigDict, parts: Any, mesh: Any, compu
     levels_arr = jnp.asarray(tables.levels)
     vel_w = float(dc.get("vel_weight", 0.0))
 
-    def to_x0(out, x_t, t, prediction):
-        x0 = diffusion.to_x0_eps(schedule, out.astype(jnp.float32), x_t.astype(jnp.float32), t, prediction)[0]
-        return jnp.clip(x0, -clip, clip) if clip else x0
+    ab_j = jnp.asarray(ab, jnp.float32)
 
     def loss_fn(params, model_state, batch, key, deterministic: bool = False):
         x0 = shd.constrain_batch(batch["motion"].astype(jnp.float32), mesh)   # [B,T,F]
@@ -208,22 +203,16 @@ def distill_loss_fn(cfg: ml_collections.ConfigDict, parts: Any, mesh: Any, compu
 
         teach = nnx.merge(t_graph, t_state)
         cond = teach.condition(audio.astype(cdtype), deterministic=True)     # [B,T,D], once per batch
-        null = teach.null_condition(b, cond.shape[1]) if guidance != 1.0 else None
+        null = teach.null_condition(1, cond.shape[1]) if guidance != 1.0 else None
 
-        def teacher_x0(x, tt):
-            if null is None:
-                out = teach.denoise(x.astype(cdtype), tt, cond, deterministic=True)
-            else:
-                both = teach.denoise(jnp.concatenate([x, x]).astype(cdtype), jnp.concatenate([tt, tt]),
-                                     jnp.concatenate([cond, null.astype(cond.dtype)]), deterministic=True)
-                oc, ou = jnp.split(both, 2)
-                out = samplers.guided_output(oc, ou, guidance)
-            return to_x0(out, x, tt, t_pred)
+        def teacher_x0(x, tt):  # x [B,T,F], tt [B]
+            out = samplers.guided_denoise(teach, x.astype(cdtype), tt, cond, null, guidance)
+            return samplers.output_to_x0(out.astype(jnp.float32), x, tt, ab_j, t_pred, clip)
 
         target = jax.lax.stop_gradient(solve(teacher_x0, tables, level, x_t))   # [B,T,F]
         model = step_lib.bind_model(parts, params, model_state, k_model, deterministic, cdtype, compute_shardings)
         out = model(x_t.astype(cdtype), t, audio.astype(cdtype), deterministic=deterministic)
-        pred = shd.constrain_batch(to_x0(out, x_t, t, s_pred), mesh)
+        pred = shd.constrain_batch(samplers.output_to_x0(out.astype(jnp.float32), x_t, t, ab_j, s_pred, clip), mesh)
         err = pred - shd.constrain_batch(target, mesh)                        # [B,T,F]
         loss = jnp.mean(jnp.square(err))
         if vel_w > 0:  # frame-to-frame error: what shows as jitter weighs more than a slow offset
