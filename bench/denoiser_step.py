@@ -38,15 +38,20 @@ def main() -> None:
     cfg = importlib.import_module(f"configs.{args.config}").get_config()
     seq = int(round(cfg.data.window_s * cfg.data.fps))
     t0 = time.perf_counter()
+    # audio at the config's rate: WavLM's own 50 Hz with audio.native_rate (the reference: 999 frames), else fps
+    from gesture_jax.audio.features import native_rate
+    from gesture_jax.audio.frames import audio_frames_for
+    rate = float(cfg.model.fuzzy.audio_fps) if native_rate(cfg.audio) else float(cfg.data.fps)
+    seq_audio = audio_frames_for(seq, cfg.data.fps, rate)
     model = build_denoiser(cfg.model, args.motion_dim, args.audio_dim, seq, nnx.Rngs(0), fps=cfg.data.fps,
-                           dtype=args.dtype)
+                           dtype=args.dtype, audio_rate=rate)
     init_s = time.perf_counter() - t0
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     n_params = sum(math.prod(p.shape) for p in jax.tree.leaves(params))
     keys = jax.random.split(jax.random.key(0), 4)
     b = args.batch
     x0 = jax.random.normal(keys[0], (b, seq, args.motion_dim))
-    audio = jax.random.normal(keys[1], (b, seq, args.audio_dim))
+    audio = jax.random.normal(keys[1], (b, seq_audio, args.audio_dim))
     t = jax.random.randint(keys[2], (b,), 0, cfg.diffusion.num_steps)
 
     def loss_fn(params, rest):

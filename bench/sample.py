@@ -50,6 +50,8 @@ from gesture_jax import generate as G  # noqa: E402
 from gesture_jax.sampling import windowed as W  # noqa: E402
 from gesture_jax.models.denoiser import build_denoiser  # noqa: E402
 from gesture_jax.sampling import long_audio  # noqa: E402
+from gesture_jax.audio.features import native_rate  # noqa: E402
+from gesture_jax.audio.frames import audio_frames_for  # noqa: E402
 
 # (config module, motion features, audio feature dim) of each benchmarked shape
 SHAPES = {"reference": ("beat", 156, 768), "demo": ("demo", None, 80)}
@@ -70,13 +72,16 @@ def bench_shape(shape: str, samplers: list[str], seconds: float, repeats: int, f
     window = int(round(cfg.data.window_s * fps))
     frames = int(round(seconds * fps))
     t0 = time.perf_counter()
-    model = build_denoiser(cfg.model, motion_dim, audio_dim, window, nnx.Rngs(0), fps=fps)
+    # audio at the config's rate: WavLM's own 50 Hz with audio.native_rate (the reference), else the motion rate
+    rate = float(cfg.model.fuzzy.audio_fps) if native_rate(cfg.audio) else fps
+    model = build_denoiser(cfg.model, motion_dim, audio_dim, window, nnx.Rngs(0), fps=fps, audio_rate=rate)
     params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
     build_s = time.perf_counter() - t0
-    bundle = types.SimpleNamespace(config=cfg, model=model, pipeline=None, manifest={})
-    feats = [np.random.default_rng(0).standard_normal((max(frames, window), audio_dim)).astype(np.float32)]
-    plan = long_audio.plan_windows([feats[0].shape[0]], window, int(round(cfg.sample.overlap_s * fps)))
-    audio_w = jnp.asarray(long_audio.gather_windows(feats, plan, window))
+    bundle = types.SimpleNamespace(config=cfg, model=model, pipeline=None, manifest={"audio": {"rate": rate}})
+    n_audio = audio_frames_for(max(frames, window), fps, rate)
+    feats = [np.random.default_rng(0).standard_normal((n_audio, audio_dim)).astype(np.float32)]
+    plan = long_audio.plan_windows([max(frames, window)], window, int(round(cfg.sample.overlap_s * fps)))
+    audio_w = jnp.asarray(long_audio.gather_windows(feats, plan, audio_frames_for(window, fps, rate), rate / fps))
     out = {"config": f"configs/{cfg_name}.py", "params": params, "motion_dim": motion_dim, "audio_dim": audio_dim,
            "window_frames": window, "windows": plan.num_windows, "seconds_of_motion": seconds,
            "batch": 1, "diffusion_steps": int(cfg.diffusion.num_steps), "build_s": round(build_s, 2),

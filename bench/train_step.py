@@ -44,7 +44,11 @@ def _setup(mesh_spec: str, depth: int | None, devices=None):
         if depth is not None:
             cfg.model.depth = depth
     F, A, T = BEAT_MOTION_DIM, BASE_PLUS_AUDIO_DIM, FRAMES
-    model_fn = lambda rngs: build_denoiser(cfg.model, F, A, T, rngs, fps=float(cfg.data.fps))
+    from gesture_jax.audio.features import native_rate
+    from gesture_jax.audio.frames import audio_frames_for
+    rate = float(cfg.model.fuzzy.audio_fps) if native_rate(cfg.audio) else float(cfg.data.fps)
+    Ta = audio_frames_for(T, float(cfg.data.fps), rate)  # the records' audio frames (999 at WavLM's 50 Hz)
+    model_fn = lambda rngs: build_denoiser(cfg.model, F, A, T, rngs, fps=float(cfg.data.fps), audio_rate=rate)
     mesh = mesh_lib.make_mesh(mesh_spec, devices)
     rules = shd.rules_from_config(cfg.mesh)
     abstract, shardings, parts, tx, schedule, _ = state_lib.abstract_train_state(
@@ -56,7 +60,7 @@ def _setup(mesh_spec: str, depth: int | None, devices=None):
     B = int(cfg.train.batch_size) * mesh_lib.batch_parallelism(mesh)  # >= 1 row per device
     batch = {"motion": jax.ShapeDtypeStruct((B, T, F), jax.numpy.float32,
                                             sharding=shd.batch_sharding(mesh, 3)),
-             "audio": jax.ShapeDtypeStruct((B, T, A), jax.numpy.float32,
+             "audio": jax.ShapeDtypeStruct((B, Ta, A), jax.numpy.float32,
                                            sharding=shd.batch_sharding(mesh, 3))}
     n_params = state_lib.count_params(abstract.params)
     return cfg, model_fn, mesh, rules, abstract, shardings, step, batch, n_params

@@ -59,6 +59,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.audio.sample_rate = 16000
     c.audio.wavlm_dir = ""            # converted checkpoint (python -m data_prep.convert_wavlm)
     c.audio.layer = 12                # hidden-state index (reference: 12)
+    # feature="wavlm": True keeps WavLM's own 50 Hz frames in the records (999 per 20 s window), which
+    # the fuzzy extractor's down-sampler reads unresampled: this reproduces the paper. False resamples
+    # them to data.fps (older runs; the model then interpolates them back to model.fuzzy.audio_fps).
+    # mel / mfcc are always at data.fps (they have no other rate). The manifest records the rate (audio.rate).
+    c.audio.native_rate = True
     c.audio.normalize_waveform = False  # force whole-clip normalization (on anyway for checkpoints trained with it: Large)
     c.audio.n_mels = 80
     c.audio.chunk_s = 30.0            # long files are encoded in overlapping chunks (<= 0: never chunk)
@@ -89,6 +94,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.fuzzy.audio_fps = 50.0    # frame rate of the audio features the model reads
     c.model.param_dtype = "float32"
     c.model.null_cond = True          # learned "no audio" embedding for classifier-free guidance (not in the reference)
+    # Diffusion-step features: 0 = computed by formula (ours; differs from torch's float32 power in the
+    # last unit of some frequencies, harmless when training from scratch); N > 0 = a stored N-row table,
+    # set by the reference importer (methods/persona_gestor/import_reference.py) to torch's exact values.
+    c.model.step_table_rows = 0
 
     # ---- diffusion -------------------------------------------------------------------------
     c.diffusion = ml_collections.ConfigDict()

@@ -24,6 +24,7 @@ def apply(c: ml_collections.ConfigDict, *, ae_steps: int, speech_steps: int, ae_
     c.data.position_velocities = True     # reference: [p, v] per node, v = frame difference
     c.data.mirror = False                 # reference: no mirroring (it doubled the data with noisy audio instead)
     c.audio.feature = "mfcc"              # reference default "MFCC" (IVA-era: "MFCC+Pros": audio.prosody=True)
+    c.audio.native_rate = False           # its +-30-frame contexts are motion frames: audio at data.fps, whatever the feature
     c.sample.smooth_sigma = 0.0           # reference: no smoothing in the paper's experiments
 
     c.kucherenko = ml_collections.ConfigDict()

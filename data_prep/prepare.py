@@ -15,8 +15,12 @@ restarted with the same command skips finished files and ends with the same byte
  3. fit the motion pipeline on the training stats only (``fit_from_stats``, files in
     natural order) -> ``DST/motion_pipeline/``.
  4. per file: motion features (and mirrored copy for train), audio features
-    (``make_extractor(cfg.audio, fps)``, frame k <-> k/fps), windows of ``window_s``
-    with ``stride_s`` (test: ``test_stride_s``), encoded records -> ``work/windows/<id>.array_record``
+    (``make_extractor(cfg.audio, fps)``: frame k <-> k/fps, or WavLM's own 50 Hz frames with
+    ``audio.native_rate``, frame j <-> j/50), windows of ``window_s`` with ``stride_s`` (test:
+    ``test_stride_s``); a window of motion frames [s, s+T) holds the audio frames of the same span
+    (``gesture_jax.audio.frames.audio_window``: from floor(s*rate/fps), 999 for 20 s at 50 Hz).
+    Only windows whose motion and audio are both complete are kept (the end of a file is never
+    padded). Encoded records -> ``work/windows/<id>.array_record``
     + ``<id>.json`` (written last: its presence marks the file done).
  5. (shard_index 0) concatenate the windows of each split in natural file order (for
     train: each file's plain windows, then its mirrored ones) into
@@ -193,6 +197,8 @@ def stats_job(pair: datasets.SourcePair) -> tuple[str, str | None]:
 
 def windows_job(item: tuple[datasets.SourcePair, str]) -> tuple[str, str | None]:
     """Stage 4 for one file of any split. Returns (file_id, error or None)."""
+    from gesture_jax.audio.features import feature_rate
+    from gesture_jax.audio.frames import audio_window, motion_frames_covered
     from gesture_jax.audio.io import load_audio
     from gesture_jax.motion.bvh import read_bvh
     pair, split = item
@@ -204,25 +210,28 @@ def windows_job(item: tuple[datasets.SourcePair, str]) -> tuple[str, str | None]
         bvh = read_bvh(_root() / pair.bvh)
         wave = load_audio(_root() / pair.wav, sr=cfg.audio.sample_rate)
         pipe, ext = _fitted_pipeline(), _extractor()
-        audio = np.asarray(ext(wave), np.float32)                      # [M, A]
+        rate = feature_rate(ext)                                        # audio frames/s (fps unless native)
+        audio = np.asarray(ext(wave), np.float32)                      # [M, A] at rate
         variants = [False] + ([True] if split == "train" and d.mirror else [])
         motions = [np.asarray(pipe.transform(bvh, mirror=m), np.float32) for m in variants]  # [N, F]
-        n_frames = min(motions[0].shape[0], audio.shape[0])
+        # motion frames that have audio: every window inside them has all its audio frames
+        n_frames = min(motions[0].shape[0], motion_frames_covered(audio.shape[0], d.fps, rate))
         T = manifest_lib.window_frames(d)
         stride_s = d.test_stride_s if split == "test" else d.stride_s
         starts = window_starts(n_frames, T, manifest_lib.seconds_to_frames(stride_s, d.fps, "stride_s"))
-        recs = [records.encode_window({"motion": mo[s:s + T], "audio": audio[s:s + T], "file_id": pair.file_id,
-                                       "start_frame": s, "mirrored": mir})
-                for mir, mo in zip(variants, motions) for s in starts]
+        spans = {s: audio_window(s, T, d.fps, rate) for s in starts}   # {s: (first audio frame, count)}
+        recs = [records.encode_window({"motion": mo[s:s + T], "audio": audio[a0:a0 + n], "file_id": pair.file_id,
+                                       "start_frame": s, "mirrored": mir}, audio_frames=n)
+                for mir, mo in zip(variants, motions) for s, (a0, n) in spans.items()]
         shards.write_records(_win_records_path(out, pair.file_id), recs)
         meta.update(status="ok", sha256=sha, motion_frames=int(motions[0].shape[0]),
                     audio_frames=int(audio.shape[0]), num_frames=int(n_frames), num_windows=len(recs),
-                    audio_feature=ext.name, audio_dim=int(ext.dim))
+                    audio_feature=ext.name, audio_dim=int(ext.dim), audio_rate=float(rate))
         if not starts:
             meta.update(status="skipped", reason=f"shorter than one window ({n_frames} < {T} frames)")
-        elif abs(motions[0].shape[0] - audio.shape[0]) > d.fps:
+        elif abs(motions[0].shape[0] - motion_frames_covered(audio.shape[0], d.fps, rate)) > d.fps:
             meta["warning"] = (f"motion has {motions[0].shape[0]} frames and audio {audio.shape[0]} "
-                               f"at {d.fps} fps; windows use the common start")
+                               f"at {rate:g} frames/s; windows use the common start")
     except Exception as e:  # any unreadable source is reported and skipped, never fatal
         meta.update(status="skipped", reason=_reason(e))
     shards.atomic_write_bytes(_win_meta_path(out, pair.file_id), _json_bytes(meta))
@@ -366,7 +375,7 @@ def assemble(cfg: ml_collections.ConfigDict, out: Path, disc: datasets.Discovery
     old = _previous_manifest(out)
     skipped = list(disc.skipped)
     split_info: dict[str, dict] = {}
-    audio_name, audio_dim = None, None
+    audio_name, audio_dim, audio_rate = None, None, None
     for split, pairs in splits.items():
         metas = []
         for p in pairs:
@@ -379,6 +388,7 @@ def assemble(cfg: ml_collections.ConfigDict, out: Path, disc: datasets.Discovery
                 skipped.append({"path": p.bvh, "reason": m["reason"]})
                 continue
             audio_name, audio_dim = m["audio_feature"], m["audio_dim"]
+            audio_rate = m.get("audio_rate", cfg.data.fps)
             metas.append(m)
         total = sum(m["num_windows"] for m in metas)
         info = write_split(out, split, total, _split_records(out, metas), cfg.data.records_per_shard,
@@ -391,7 +401,7 @@ def assemble(cfg: ml_collections.ConfigDict, out: Path, disc: datasets.Discovery
     skipped.sort(key=lambda s: s["path"])
     m = manifest_lib.new_manifest(cfg, feature_names=list(pipe.feature_names), audio_feature=audio_name,
                                   audio_dim=audio_dim, splits=split_info, skipped=skipped,
-                                  source_root=str(Path(cfg.data.root).resolve()))
+                                  source_root=str(Path(cfg.data.root).resolve()), audio_rate=audio_rate)
     if command := command or (old or {}).get("prepare_command"):
         m["prepare_command"] = command
     manifest_lib.save_manifest(out, m)

@@ -63,14 +63,17 @@ def resolve_options(bundle, opts: SamplingOptions) -> dict[str, Any]:
 
 
 def audio_features(bundle, wave: np.ndarray, extractor=None) -> tuple[np.ndarray, int]:
-    """Model-rate audio features of a 16 kHz mono wave, padded to at least one window.
+    """Audio features of a 16 kHz mono wave at the run's audio rate, padded to at least one window.
 
-    Returns (features [max(N, window), A], N) with N = floor(S * fps / 16000) motion frames.
+    Returns (features [audio_frames_for(max(N, window)), A], N) with N = floor(S * fps / 16000)
+    motion frames: max(N, window) frames at the motion rate (mel), or the encoder's frames of that
+    span at its own rate (WavLM at 50 Hz with audio.native_rate: frame j <-> time j/50).
     Clips shorter than one model window are padded with digital silence before feature
     extraction (so the features are those of silence, not zeros of an arbitrary scale) and
     the motion is cut back to N frames afterwards.
     """
-    from gesture_jax.audio.features import make_extractor
+    from gesture_jax.audio.features import feature_rate, make_extractor
+    from gesture_jax.audio.frames import audio_frames_for
 
     cfg = bundle.config
     fps = float(cfg.data.fps)
@@ -81,10 +84,11 @@ def audio_features(bundle, wave: np.ndarray, extractor=None) -> tuple[np.ndarray
     if wave.shape[0] < need:
         wave = np.concatenate([wave, np.zeros(need - wave.shape[0], np.float32)])
     feats = np.asarray(extractor(wave), np.float32)
-    if feats.shape[0] < max(n, window):
+    want = audio_frames_for(max(n, window), fps, feature_rate(extractor))
+    if feats.shape[0] < want:
         raise GenerateError(f"audio extractor {extractor.name!r} returned {feats.shape[0]} frames for "
-                            f"{wave.shape[0]} samples; expected at least {max(n, window)}")
-    return feats[:max(n, window)], n
+                            f"{wave.shape[0]} samples; expected at least {want}")
+    return feats[:want], n
 
 
 def _check_extractor(bundle, extractor) -> None:
@@ -98,6 +102,13 @@ def _check_extractor(bundle, extractor) -> None:
     if want_dim is not None and int(want_dim) != int(extractor.dim):
         raise GenerateError(f"the model was trained on {want_dim}-dim audio features; the extractor "
                             f"gives {extractor.dim}")
+    from gesture_jax.audio.features import feature_rate
+
+    fps = float(bundle.config.data.fps)
+    want_rate = float(audio.get("rate", fps)) if man else None  # no "rate": motion-rate data (older runs)
+    if want_rate is not None and want_rate != feature_rate(extractor):
+        raise GenerateError(f"the model was trained on audio features at {want_rate:g} frames/s but the "
+                            f"run's config builds them at {feature_rate(extractor):g} (audio.native_rate)")
 
 
 def _per_file(timelines: Sequence[Any], lengths: Sequence[int], k: int) -> list[list[Any]]:
@@ -244,6 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--smooth_sigma", type=float, default=None,
                     help="Gaussian smoothing of the sampled motion over time, std in frames at the model fps "
                          "(default: the run's sample.smooth_sigma; 0 = off)")
+    ap.add_argument("--reference_sampling", action="store_true",
+                    help="Persona-Gestor: the reference's own procedure, to reproduce its outputs next to ours: "
+                         "ancestral DDPM over all steps, audio conditioning once per window, windows laid end to "
+                         "end and concatenated (no overlap, no smoothing, no guidance)")
     ap.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     ap.add_argument("--video", action="store_true", help="also write a stick-figure MP4 with the audio")
     ap.add_argument("--stream", action="store_true",
@@ -274,7 +289,8 @@ def _generate(a: argparse.Namespace) -> int:
         bundle = load_bundle(a.workdir, a.step, student=a.sampler == "student")
         opts = SamplingOptions(sampler=a.sampler, steps=a.steps, eta=a.eta, guidance=a.guidance, seed=a.seed,
                                num_samples=a.num_samples, overlap_s=a.overlap_s,
-                               snap_s=a.snap_s, smooth_sigma=a.smooth_sigma)
+                               snap_s=a.snap_s, smooth_sigma=a.smooth_sigma,
+                               reference_sampling=a.reference_sampling)
         resolve_options(bundle, opts)  # option errors before any audio work
     except GenerateError as e:
         return errors.report(e, a.verbose)

@@ -116,9 +116,15 @@ def test_make_extractor_wavlm_and_mel(local_ckpt, tmp_path):
     c.audio.feature = "wavlm"
     c.audio.wavlm_dir = str(local_ckpt)
     c.audio.layer = 1
-    ext = make_extractor(c.audio, 20)
-    assert (ext.name, ext.dim, ext.fps) == ("wavlm", 32, 20.0)
+    ext = make_extractor(c.audio, 20)  # audio.native_rate (base config): WavLM's own 50 Hz frames
+    assert (ext.name, ext.dim, ext.fps, ext.rate) == ("wavlm", 32, 20.0, 50.0)
     wave = speech(3.0)
+    feats = ext(wave)
+    assert feats.shape == (149, 32) and feats.dtype == np.float32 and np.isfinite(feats).all()
+    np.testing.assert_array_equal(feats, ext.native(wave))
+    c.audio.native_rate = False  # resampled to the motion rate
+    ext = make_extractor(c.audio, 20)
+    assert (ext.fps, ext.rate) == (20.0, 20.0)
     feats = ext(wave)
     assert feats.shape == (60, 32) and feats.dtype == np.float32 and np.isfinite(feats).all()
 

@@ -32,10 +32,11 @@ def test_prepare_with_wavlm_features(wavlm_ckpt, tmp_path):
         cfg.audio.feature, cfg.audio.wavlm_dir, cfg.audio.layer = "wavlm", str(wavlm_ckpt), 2
         cfg.data.mirror = True  # the reference's mirrored windows (the demo config has none)
     m = prepare.run_prepare(cfg, progress=False)
-    assert m["audio"] == {"feature": "wavlm", "dim": 32, "sample_rate": 16000, "layer": 2}
+    # audio.native_rate (base config): WavLM's own 50 Hz frames, 199 per 4 s window (80 motion frames)
+    assert m["audio"] == {"feature": "wavlm", "dim": 32, "sample_rate": 16000, "layer": 2, "rate": 50.0}
     assert m["counts"] == {"train": 2 * 2 * 2, "test": 1}   # 6 s: windows at 0 and 2 s, mirrored
     b = next(pipeline.make_iterator(cfg, "train", batch_size=4, seed=0, process_index=0, process_count=1))
-    assert b["audio"].shape == (4, 80, 32) and np.isfinite(b["audio"]).all() and b["audio"].std() > 0
+    assert b["motion"].shape[:2] == (4, 80) and b["audio"].shape == (4, 199, 32) and np.isfinite(b["audio"]).all() and b["audio"].std() > 0
     with cfg.unlocked():
         cfg.audio.layer = 1
     with pytest.raises(manifest_lib.ManifestError, match="WavLM layer"):

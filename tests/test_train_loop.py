@@ -76,3 +76,24 @@ def test_resume_with_a_different_model_is_refused(tmp_path):
         assert "model.dim: 16 -> 32" in str(e)
     else:
         raise AssertionError("a changed model resumed silently")
+
+
+def test_keys_added_since_a_run_was_written_resume_at_their_defaults(tmp_path):
+    """A run whose config.json predates a key (model.step_table_rows, audio.native_rate) resumes
+    with the key at its default - what the old code did - and is refused with any other value."""
+    from configs import demo
+    cfg = demo.get_config()
+    loop.prepare_workdir(cfg, tmp_path, resuming=False)
+    old = json.loads((tmp_path / "config.json").read_text())
+    del old["model"]["step_table_rows"], old["audio"]["native_rate"]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    loop.prepare_workdir(cfg, tmp_path, resuming=True)          # defaults: the same model
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    with cfg.unlocked():
+        cfg.model.step_table_rows = 1000
+    try:
+        loop.prepare_workdir(cfg, tmp_path, resuming=True)
+    except loop.TrainConfigError as e:
+        assert "model.step_table_rows: None -> 1000" in str(e)
+    else:
+        raise AssertionError("a key set away from its default resumed silently")

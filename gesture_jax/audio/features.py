@@ -1,8 +1,12 @@
 """Audio features the gesture model conditions on: WavLM hidden states, log-mel or MFCC.
 
-    make_extractor(cfg.audio, fps) -> extractor with .name, .dim, .fps and
-        __call__(wave float32 [S] at 16 kHz) -> float32 [floor(S*fps/16000), dim],
-        frame k <-> time k/fps (CONTRACTS.md).
+    make_extractor(cfg.audio, fps) -> extractor with .name, .dim, .fps, .rate and
+        __call__(wave float32 [S] at 16 kHz) -> float32 [frames, dim] at .rate frames/s:
+        rate == fps (mel, MFCC, WavLM with audio.native_rate=False): floor(S*fps/16000) frames,
+        frame k <-> time k/fps (CONTRACTS.md);
+        WavLM with audio.native_rate=True (the reference): the encoder's own frames,
+        rate 50 Hz, frame j <-> time j/50 (20 ms hop, 25 ms window: 999 frames for 20 s).
+    feature_rate(extractor) -> .rate (frames/s of what __call__ returns).
 
 WavLM features are one hidden state (cfg.audio.layer; reference 12) of a converted
 checkpoint (`python -m data_prep.convert_wavlm`). Long files are encoded in overlapping
@@ -43,7 +47,8 @@ NORMALIZE_EPS = 1e-5  # unilm/fairseq trained WavLM Large on F.layer_norm(wave, 
 class Extractor(Protocol):
     name: str
     dim: int
-    fps: float
+    fps: float   # the motion frame rate it was built for
+    rate: float  # frames/s of its output (== fps except for WavLM at its native rate)
 
     def __call__(self, wave: np.ndarray) -> np.ndarray: ...
 
@@ -54,18 +59,26 @@ def normalize_waveform(wave: np.ndarray) -> np.ndarray:
     return ((w - w.mean()) / math.sqrt(w.var() + NORMALIZE_EPS)).astype(np.float32)
 
 
+def feature_rate(extractor: Any) -> float:
+    """Frames per second of the features `extractor` returns (its .rate; .fps when it has none)."""
+    return float(getattr(extractor, "rate", extractor.fps))
+
+
 class WavLMExtractor:
-    """One WavLM hidden state of a 16 kHz waveform, at `fps` (or the native 50 Hz)."""
+    """One WavLM hidden state of a 16 kHz waveform, at `fps` (or, native_rate=True, its own 50 Hz)."""
 
     name = "wavlm"
 
     def __init__(self, model: Any, *, layer: int = 12, fps: float = 20.0, normalize: bool | None = None,
                  chunk_s: float = 30.0, overlap_s: float = 5.0, batch_chunks: int = 4, length_bucket_s: float = 5.0,
-                 progress: bool = False):
+                 progress: bool = False, native_rate: bool = False):
         """
         Args:
             model: a `WavLM` module with weights (see `load_checkpoint`).
             layer: index into the hidden-state list (0 = transformer input, i = output of layer i).
+            fps: the motion frame rate; __call__ resamples to it unless native_rate.
+            native_rate: __call__ returns the encoder's own frames (`native`, .rate = 50 Hz),
+                what the reference's fuzzy extractor reads (audio.native_rate).
             normalize: whole-clip waveform normalization; None = what the checkpoint was trained
                 with (WavLM Large: on); True forces it on.
             chunk_s / overlap_s: chunk length and overlap for long files (chunk_s <= 0: never chunk).
@@ -84,6 +97,8 @@ class WavLMExtractor:
         self.normalize = bool(cfg.normalize_waveform or normalize)
         self.hop, self.receptive_field = cfg.hop, cfg.receptive_field
         self.native_fps = SAMPLE_RATE / self.hop
+        self.native_rate = bool(native_rate)
+        self.rate = self.native_fps if self.native_rate else self.fps
         if chunk_s > 0:
             self.chunk_frames = max(1, int(round(chunk_s * self.native_fps)))
             self.overlap_frames = int(round(overlap_s * self.native_fps))
@@ -203,17 +218,28 @@ class WavLMExtractor:
         return np.asarray(self._encode(waves, stats, num_valid))
 
     def __call__(self, wave: np.ndarray) -> np.ndarray:
-        """float32 [floor(S*fps/16000), dim]: frame k <-> time k/fps."""
+        """float32 [floor(S*fps/16000), dim], frame k <-> time k/fps; with native_rate the
+        encoder's frames (`native`), frame j <-> time j/rate."""
         wave = np.asarray(wave, np.float32)
         feats = self.native(wave)
+        if self.native_rate:
+            return feats
         return resample_frames(feats, wave.shape[0], self.fps, hop=self.hop,
                                receptive_field=self.receptive_field, sr=SAMPLE_RATE)
+
+
+def native_rate(audio_cfg: Any) -> bool:
+    """Whether `cfg.audio` asks for features at the encoder's own rate: audio.native_rate with
+    WavLM (mel and MFCC have no other rate than the motion's). Configs without the key (runs
+    and preparations from before it existed) mean the motion rate."""
+    return str(audio_cfg.feature) == "wavlm" and bool(getattr(audio_cfg, "native_rate", False))
 
 
 def make_extractor(audio_cfg: Any, fps: float, *, progress: bool = False) -> Extractor:
     """The extractor `cfg.audio` describes.
 
-    "wavlm" loads cfg.audio.wavlm_dir; "mel" needs nothing (cfg.audio.n_mels bands); "mfcc"
+    "wavlm" loads cfg.audio.wavlm_dir (at its native 50 Hz when cfg.audio.native_rate, else
+    resampled to fps); "mel" needs nothing (cfg.audio.n_mels bands); "mfcc"
     needs nothing (cfg.audio.mfcc_numcep coefficients, + 4 prosodic features when
     cfg.audio.prosody, which needs praat-parselmouth).
     """
@@ -234,7 +260,8 @@ def make_extractor(audio_cfg: Any, fps: float, *, progress: bool = False) -> Ext
             audio_cfg.wavlm_dir, layer=int(audio_cfg.layer), fps=float(fps),
             normalize=bool(audio_cfg.normalize_waveform), chunk_s=float(audio_cfg.chunk_s),
             overlap_s=float(audio_cfg.chunk_overlap_s),
-            batch_chunks=int(getattr(audio_cfg, "batch_chunks", 4)), progress=progress)
+            batch_chunks=int(getattr(audio_cfg, "batch_chunks", 4)), progress=progress,
+            native_rate=native_rate(audio_cfg))
     raise ValueError(f"unknown audio.feature {feature!r} (expected 'wavlm', 'mel' or 'mfcc')")
 
 

@@ -24,6 +24,51 @@ def num_model_frames(num_samples: int, fps: float, sr: int) -> int:
     return int(math.floor(num_samples * float(fps) / sr + 1e-9))
 
 
+# ---- audio frames of a motion window ------------------------------------------------------
+# Audio features may be stored at their own rate (WavLM: 50 Hz, audio.native_rate) next to motion
+# at data.fps. Audio frame j of a file <-> time j/rate, motion frame k <-> time k/fps. A window of
+# T motion frames starting at motion frame s holds the audio frames
+#     [floor(s*rate/fps), floor(s*rate/fps) + audio_frames_for(T, fps, rate))
+# i.e. it starts at the last audio frame at or before the window's start time (at 20 fps / 50 Hz
+# an odd s starts 10 ms early: s*2.5 is not whole) and has as many frames as a 20 ms-hop,
+# 25 ms-window front end yields for T/fps seconds (999 for 20 s at 50 Hz). Because
+# floor(a) + floor(b) <= floor(a + b), every such window of a span [s0, s0 + N) lies inside the
+# audio_frames_for(N) frames of that span: random crops of a record and windows of a file never
+# read past its audio. At rate == fps this is the motion window itself (start s, T frames).
+
+
+def audio_frames_for(frames: int, fps: float, rate: float) -> int:
+    """Audio frames at `rate` of `frames` motion frames at `fps`: `frames` when rate == fps, else
+    the frames of a front end with a 1.25-hop window over frames/fps seconds, floor(frames*rate/fps
+    - 1.25) + 1 (400 @ 20 fps -> 999 @ 50 Hz, WavLM's count for 320000 samples)."""
+    if float(rate) == float(fps):
+        return int(frames)
+    return int(math.floor(frames * float(rate) / float(fps) - 1.25 + 1e-9)) + 1
+
+
+def audio_start(start_frame: int, fps: float, rate: float) -> int:
+    """First audio frame of the window starting at motion frame `start_frame`: floor(s*rate/fps)."""
+    if float(rate) == float(fps):
+        return int(start_frame)
+    return int(math.floor(start_frame * float(rate) / float(fps) + 1e-9))
+
+
+def audio_window(start_frame: int, frames: int, fps: float, rate: float) -> tuple[int, int]:
+    """(first audio frame, audio frame count) of motion frames [start_frame, start_frame + frames)."""
+    return audio_start(start_frame, fps, rate), audio_frames_for(frames, fps, rate)
+
+
+def motion_frames_covered(audio_frames: int, fps: float, rate: float) -> int:
+    """The most motion frames N whose audio window [0, audio_frames_for(N)) fits in `audio_frames`
+    (the inverse of audio_frames_for: motion_frames_covered(audio_frames_for(N)) == N)."""
+    if float(rate) == float(fps):
+        return int(audio_frames)
+    n = max(0, int(math.ceil((audio_frames + 1.25) * float(fps) / float(rate))) + 1)
+    while n > 0 and audio_frames_for(n, fps, rate) > audio_frames:
+        n -= 1
+    return n
+
+
 def plan_chunks(total_frames: int, chunk_frames: int, overlap_frames: int) -> list[int]:
     """First frames of chunks of `chunk_frames` covering [0, total_frames).
 

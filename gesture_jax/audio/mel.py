@@ -40,6 +40,11 @@ class MelExtractor:
                                        fmax=fmax if fmax is not None else sr / 2).astype(np.float32)
         self._window = np.hanning(self.win_length + 1)[:-1].astype(np.float32)  # periodic Hann
 
+    @property
+    def rate(self) -> float:
+        """Frames/s of the output: the motion rate (mel has no other)."""
+        return self.fps
+
     def __call__(self, wave: np.ndarray) -> np.ndarray:
         wave = np.asarray(wave, np.float32)
         if wave.ndim != 1:

@@ -227,6 +227,11 @@ class MFCCExtractor:
         _, step = frame_geometry(self.sr)
         self.native_fps = self.sr / step                            # 100 Hz at 16 kHz
 
+    @property
+    def rate(self) -> float:
+        """Frames/s of the output: the motion rate (MFCCs are averaged to it)."""
+        return self.fps
+
     def __call__(self, wave: np.ndarray) -> np.ndarray:
         """float32 [floor(S*fps/sr), dim]: frame k <-> time k/fps."""
         wave = np.asarray(wave, np.float32)

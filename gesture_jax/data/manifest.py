@@ -66,11 +66,29 @@ def read_manifest(data_out: str | Path) -> dict[str, Any]:
         raise ManifestError(f"{path}: not valid JSON ({e}); re-run data_prep.prepare") from e
     if not isinstance(m, dict) or m.get("schema") != MANIFEST_SCHEMA:
         raise ManifestError(f"{path}: not a gesture_jax manifest (schema {m.get('schema')!r})")
-    if m.get("manifest_version") != MANIFEST_VERSION or m.get("record_schema_version") != records.SCHEMA_VERSION:
+    if (m.get("manifest_version") != MANIFEST_VERSION
+            or m.get("record_schema_version") not in records.READABLE_VERSIONS):
         raise ManifestError(f"{path}: manifest version {m.get('manifest_version')} / record schema "
                             f"{m.get('record_schema_version')} is not {MANIFEST_VERSION} / "
                             f"{records.SCHEMA_VERSION}; re-run data_prep.prepare")
+    rate = audio_rate(m)
+    if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
+        raise ManifestError(f"{path}: audio.rate {m['audio'].get('rate')!r} is not a positive frame rate: "
+                            f"corrupt manifest; re-run data_prep.prepare")
     return m
+
+
+def audio_rate(m: dict[str, Any]) -> float:
+    """Frames/s of the records' audio (manifest ``audio.rate``). Manifests written before audio could
+    be kept at its own rate have no such field: their audio is at the motion rate (``fps``)."""
+    return float(m.get("audio", {}).get("rate", m["fps"]))
+
+
+def audio_window_frames(m: dict[str, Any], frames: int | None = None) -> int:
+    """Audio frames of a window of ``frames`` motion frames (default: a record's) at the records' rate."""
+    from gesture_jax.audio.frames import audio_frames_for  # numpy only
+
+    return audio_frames_for(int(m["window_frames"] if frames is None else frames), float(m["fps"]), audio_rate(m))
 
 
 def _mismatch(path: Path, key: str, have: Any, want: Any) -> ManifestError:
@@ -103,6 +121,13 @@ def validate_against_config(m: dict[str, Any], cfg: ml_collections.ConfigDict, p
                         mfcc_dim(a))
     if a.feature == "wavlm" and m["audio"].get("layer") != a.layer:
         raise _mismatch(path, "WavLM layer", m["audio"].get("layer"), a.layer)
+    from gesture_jax.audio.features import native_rate  # imports nothing heavy at module level
+
+    at_motion_rate = audio_rate(m) == float(m["fps"])
+    if native_rate(a) == at_motion_rate:
+        raise _mismatch(path, "audio rate (audio.native_rate)",
+                        f"{audio_rate(m):g} frames/s" + (" (the motion rate)" if at_motion_rate else " (native)"),
+                        "native" if native_rate(a) else f"{d.fps:g} frames/s (the motion rate)")
     if len(m["motion"]["feature_names"]) != m["motion"]["feature_dim"]:
         raise ManifestError(f"{path}: {len(m['motion']['feature_names'])} feature names for "
                             f"feature_dim {m['motion']['feature_dim']}: corrupt manifest")
@@ -134,7 +159,7 @@ def checked_window(raw: bytes, *, shard: Path, record: int, shapes: tuple[tuple[
                    fix: str) -> dict[str, Any]:
     """Decode record ``record`` of ``shard`` and check its shapes; any fault -> ShardError naming both.
 
-    ``shapes`` = ((T, F), (T, A)) from the manifest. Shared by the training input
+    ``shapes`` = ((T, F), (Ta, A)) from the manifest (:func:`record_shapes`). Shared by the training input
     pipeline, the quick check at training start and ``gesture_jax.data.check --full``.
     """
     try:
@@ -148,9 +173,10 @@ def checked_window(raw: bytes, *, shard: Path, record: int, shapes: tuple[tuple[
 
 
 def record_shapes(m: dict[str, Any]) -> tuple[tuple[int, int], tuple[int, int]]:
-    """((T, F), (T, A)): the motion and audio shapes every record of ``m`` has."""
+    """((T, F), (Ta, A)): the motion and audio shapes every record of ``m`` has; Ta = T at the
+    motion rate, else the audio frames of T motion frames at ``audio.rate`` (999 for 400 @ 50 Hz)."""
     T = m["window_frames"]
-    return (T, m["motion"]["feature_dim"]), (T, m["audio"]["dim"])
+    return (T, m["motion"]["feature_dim"]), (audio_window_frames(m), m["audio"]["dim"])
 
 
 def check_split(data_out: str | Path, m: dict[str, Any], split: str) -> list[Path]:
@@ -205,8 +231,10 @@ def load_manifest(data_out: str | Path, cfg: ml_collections.ConfigDict,
 
 def new_manifest(cfg: ml_collections.ConfigDict, *, feature_names: list[str], audio_feature: str,
                  audio_dim: int, splits: dict[str, dict[str, Any]], skipped: list[dict[str, str]],
-                 source_root: str) -> dict[str, Any]:
+                 source_root: str, audio_rate: float | None = None) -> dict[str, Any]:
     """Assemble manifest.json's content.
+
+    ``audio_rate``: frames/s of the records' audio (None: the motion rate, data.fps).
 
     ``splits[name]`` = {"num_windows", "shards": [{"path","num_records","num_bytes","sha256"}],
     "files": [{"file_id","bvh","wav","sha256": {"bvh","wav"},"num_frames","num_windows"}]}.
@@ -217,7 +245,9 @@ def new_manifest(cfg: ml_collections.ConfigDict, *, feature_names: list[str], au
         "manifest_version": MANIFEST_VERSION,
         "record_schema_version": records.SCHEMA_VERSION,
         "record_fields": {"motion": "[T,F] float32 standardized (motion_pipeline)",
-                          "audio": "[T,A] float16, frame k <-> time (start_frame + k) / fps",
+                          "audio": "[Ta,A] float16 at audio.rate frames/s: frame j <-> time "
+                                   "(floor(start_frame * rate / fps) + j) / rate; Ta = T at rate == fps, else "
+                                   "floor(T * rate / fps - 1.25) + 1",
                           "file_id": "str", "start_frame": "int (frames at fps)", "mirrored": "bool"},
         "dataset": d.dataset,
         "fps": d.fps,
@@ -231,6 +261,7 @@ def new_manifest(cfg: ml_collections.ConfigDict, *, feature_names: list[str], au
                    # absent = "expmap" (manifests written before other representations existed)
                    **({"representation": rep} if (rep := d.get("representation", "expmap")) != "expmap" else {})},
         "audio": {"feature": audio_feature, "dim": int(audio_dim), "sample_rate": cfg.audio.sample_rate,
+                  "rate": float(d.fps if audio_rate is None else audio_rate),
                   **({"layer": cfg.audio.layer} if audio_feature == "wavlm" else {})},
         "splits": splits,
         "counts": {k: v["num_windows"] for k, v in splits.items()},

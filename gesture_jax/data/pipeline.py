@@ -1,7 +1,10 @@
 """Grain input pipeline over the prepared ArrayRecord shards.
 
     it = make_iterator(cfg, "train", batch_size=16, seed=0)
-    batch = next(it)        # {"motion": [B,T,F] float32, "audio": [B,T,A] float32}
+    batch = next(it)        # {"motion": [B,T,F] float32, "audio": [B,Ta,A] float32}
+
+Audio is at the manifest's ``audio.rate`` (Ta = T at the motion rate; 999 for T=400 with WavLM
+at 50 Hz, see ``gesture_jax.audio.frames``).
     state = it.get_state()  # JSON-able dict; it.set_state(state) resumes exactly
 
 Order of operations and why:
@@ -103,7 +106,7 @@ class WindowSource:
                                     shard=self.paths[k], record=i) from e
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        """{"motion": [T,F] float32, "audio": [T,A] float32} of record ``index`` (global)."""
+        """{"motion": [T,F] float32, "audio": [Ta,A] float32} of record ``index`` (global)."""
         k, i = self.locate(int(index))
         w = manifest_lib.checked_window(self.read(k, i), shard=self.paths[k], record=i,
                                         shapes=self.shapes, fix=self.fix)
@@ -155,15 +158,26 @@ def data_error(e: BaseException) -> shards.ShardError | None:
 
 
 class RandomCrop(grain.transforms.RandomMap):
-    """Crop motion and audio to the same ``length`` frames at a random offset."""
+    """Crop motion to ``length`` frames at a random offset c, and audio to the same span.
 
-    def __init__(self, length: int):
-        self.length = int(length)
+    Audio at ``rate`` frames/s (motion at ``fps``): the record's audio frames from
+    floor(c*rate/fps), audio_frames_for(length) of them (``gesture_jax.audio.frames.audio_window``,
+    always inside the record's). Exactly the seconds of the motion crop when the record's own
+    audio starts on the motion grid (start_frame*rate/fps whole: any stride of whole 0.1 s at
+    20 fps / 50 Hz); rate == fps (the default): the same frames as the motion.
+    """
+
+    def __init__(self, length: int, fps: float = 1.0, rate: float | None = None):
+        self.length, self.fps = int(length), float(fps)
+        self.rate = self.fps if rate is None else float(rate)
 
     def random_map(self, x: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        from gesture_jax.audio.frames import audio_window
+
         T = x["motion"].shape[0]
         start = int(rng.integers(0, T - self.length + 1))
-        return {k: v[start:start + self.length] for k, v in x.items()}
+        a0, n = audio_window(start, self.length, self.fps, self.rate)
+        return {k: (v[a0:a0 + n] if k == "audio" else v[start:start + self.length]) for k, v in x.items()}
 
 
 def _ensure_absl_flags_parsed() -> None:
@@ -209,7 +223,7 @@ def make_dataset(cfg: ml_collections.ConfigDict, split: str, *, batch_size: int,
     crop = (split == "train") if random_crop is None else random_crop
     if crop and cfg.data.random_crop_s > 0:
         length = manifest_lib.seconds_to_frames(cfg.data.random_crop_s, cfg.data.fps, "random_crop_s")
-        ds = ds.random_map(RandomCrop(length), seed=seed + 1)
+        ds = ds.random_map(RandomCrop(length, float(m["fps"]), manifest_lib.audio_rate(m)), seed=seed + 1)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ahead = max(1, int(cfg.data.prefetch))  # batches read ahead by as many threads
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=ahead, prefetch_buffer_size=ahead))
@@ -224,7 +238,7 @@ def make_iterator(cfg: ml_collections.ConfigDict, split: str, *, batch_size: int
                   num_epochs: int | None = None, shuffle: bool = True, drop_remainder: bool = True,
                   data_out: str | Path | None = None, random_crop: bool | None = None,
                   ) -> grain.DatasetIterator:
-    """Checkpointable iterator of batches {"motion": [B,T,F] f32, "audio": [B,T,A] f32}.
+    """Checkpointable iterator of batches {"motion": [B,T,F] f32, "audio": [B,Ta,A] f32} (Ta: see module doc).
 
     ``process_index``/``process_count`` default to jax.process_index()/process_count();
     each process reads a disjoint, equally long part of the split. ``random_crop``
@@ -239,11 +253,14 @@ def make_iterator(cfg: ml_collections.ConfigDict, split: str, *, batch_size: int
 
 
 def dataset_info(cfg: ml_collections.ConfigDict, data_out: str | Path | None = None) -> dict[str, Any]:
-    """Shapes training needs: {"motion_dim", "audio_dim", "window_frames", "fps", "num_windows"}."""
+    """Shapes training needs: {"motion_dim", "audio_dim", "window_frames", "fps", "audio_fps",
+    "audio_frames", "num_windows"}; audio_fps: frames/s of the batches' audio (manifest audio.rate),
+    audio_frames: audio frames per (cropped) window."""
     m = manifest_lib.load_manifest(Path(data_out or cfg.data.out), cfg)
     T = m["window_frames"]
     if cfg.data.random_crop_s > 0:
         T = manifest_lib.seconds_to_frames(cfg.data.random_crop_s, cfg.data.fps, "random_crop_s")
     return {"motion_dim": m["motion"]["feature_dim"], "audio_dim": m["audio"]["dim"],
-            "window_frames": T, "fps": m["fps"],
+            "window_frames": T, "fps": m["fps"], "audio_fps": manifest_lib.audio_rate(m),
+            "audio_frames": manifest_lib.audio_window_frames(m, T),
             "num_windows": {k: v["num_windows"] for k, v in m["splits"].items()}}

@@ -1,8 +1,9 @@
 """What kind of file a checkpoint is, from its first bytes, before anything parses it.
 
 A Python pickle (an old ``torch.save`` file), a zip archive (a PyTorch .pt/.pth checkpoint,
-TorchScript, a Keras 3 .keras file) or an empty file is refused with a one-line error naming
-it: unpickling can run code, and nothing in gesture_jax.foreign does it.
+TorchScript, a Keras 3 .keras file) or an empty file is refused by the tensor-file readers with
+a one-line error naming it: unpickling can run code. Where a format is itself a pickle (PyTorch
+zip checkpoints, scikit-learn scalers), safe_pickle.py reads it without executing anything.
 """
 from __future__ import annotations
 

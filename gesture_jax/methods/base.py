@@ -35,11 +35,17 @@ class MethodError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class DataDims:
-    """What the prepared data fixes about a model: sizes of one record and the frame rate."""
+    """What the prepared data fixes about a model: sizes of one record and the frame rates."""
     motion_dim: int      # F: features per motion frame
     audio_dim: int       # A: features per audio frame
     window: int          # T: motion frames per training window
     fps: float           # motion frames per second
+    audio_fps: float | None = None  # audio frames per second (manifest audio.rate); None = fps
+
+    @property
+    def audio_rate(self) -> float:
+        """Audio frames per second of the data (fps when the audio is at the motion rate)."""
+        return float(self.fps if self.audio_fps is None else self.audio_fps)
 
 
 class Method:
@@ -57,6 +63,9 @@ class Method:
     # rejects the diffusion ones from `generate`; commands that apply one set of options to
     # runs of several methods (evaluate --compare) pass each run only these.
     sampling_options: tuple[str, ...] | None = None
+    # True: the method reads audio frames only at the motion rate (one per motion frame); data
+    # prepared with audio at another rate (audio.native_rate) is refused by check_data.
+    motion_rate_audio: bool = False
 
     def split_options(self, options: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """(the options this method understands, the names of the others that were set)."""
@@ -94,6 +103,12 @@ class Method:
             raise MethodError(f"method {self.name!r} needs motion features of representation "
                               f"{' or '.join(map(repr, self.representations))}, but {cfg.data.out} was prepared "
                               f"with {rep!r} (set data.representation and run data_prep.prepare again)")
+        if self.motion_rate_audio and "fps" in manifest:
+            from gesture_jax.data.manifest import audio_rate
+            if audio_rate(manifest) != float(manifest["fps"]):
+                raise MethodError(f"method {self.name!r} reads one audio frame per motion frame, but {cfg.data.out} "
+                                  f"holds audio at {audio_rate(manifest):g} frames/s (motion: {manifest['fps']} fps); "
+                                  f"set audio.native_rate=False and run data_prep.prepare again")
 
     # Keys of cfg.stages.<stage> that the method's loss reads itself (not training settings).
     stage_only_keys: dict[str, tuple[str, ...]] = {}

@@ -20,7 +20,7 @@ from flax import nnx
 from gesture_jax.models.attention import MASK_KINDS, attention_mask
 from gesture_jax.models.blocks import DiTBlock, FinalLayer, ReferenceBlock
 from gesture_jax.models.embeddings import TimestepEmbedding, sinusoidal_positions
-from gesture_jax.models.fuzzy import FuzzyFeatureExtractor
+from gesture_jax.models.fuzzy import FuzzyFeatureExtractor, resampled_frame_count
 from gesture_jax.models.initializers import kaiming_normal_init, torch_bias_init
 
 BLOCK_KINDS = ("reference", "dit")
@@ -47,7 +47,8 @@ class Denoiser(nnx.Module):
 
     def __init__(self, *, motion_dim: int, audio_dim: int, seq_len: int, fps: float, dim: int, depth: int, heads: int,
                  mlp_ratio: float, dropout: float, block: str, attn_mask: str, max_len: int, time_embed_dim: int,
-                 conv_kernel: int, motion_in_kernel: int, fuzzy: dict, null_cond: bool, rngs: nnx.Rngs, dtype=None,
+                 conv_kernel: int, motion_in_kernel: int, fuzzy: dict, null_cond: bool, rngs: nnx.Rngs,
+                 step_table_rows: int = 0, dtype=None,
                  param_dtype=jnp.float32):
         if block not in BLOCK_KINDS:
             raise ValueError(f"model.block must be one of {BLOCK_KINDS}, got {block!r}")
@@ -60,7 +61,7 @@ class Denoiser(nnx.Module):
         self.dtype = dtype
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.fuzzy = FuzzyFeatureExtractor(audio_dim, dim, fps=fps, dropout=dropout, **fuzzy, **kw)
-        self.time_embed = TimestepEmbedding(time_embed_dim, dim, **kw)
+        self.time_embed = TimestepEmbedding(time_embed_dim, dim, table_rows=step_table_rows, **kw)
         self.motion_in = MotionIn(motion_dim, dim, motion_in_kernel, **kw)
         if block == "reference":
             self.blocks = nnx.List([ReferenceBlock(dim, heads, mlp_ratio, max_len, conv_kernel, dropout, **kw)
@@ -72,11 +73,20 @@ class Denoiser(nnx.Module):
                           if null_cond else None)
 
     # -- conditioning ------------------------------------------------------------------------------
-    def condition(self, audio: jax.Array, *, deterministic: bool, cond_drop: jax.Array | None = None) -> jax.Array:
-        """audio [B,T,A] -> cond [B,T,D]; cond_drop [B] bool swaps in the null embedding (CFG)."""
+    def condition(self, audio: jax.Array, *, deterministic: bool, cond_drop: jax.Array | None = None,
+                  frames: int | None = None) -> jax.Array:
+        """audio [B,Ta,A] -> cond [B,T,D] for T = `frames` motion frames; cond_drop [B] bool swaps in
+        the null embedding (CFG). Ta: the audio frames of those T frames at the data's audio rate
+        (T at the motion rate; 999 for T=400 at 50 Hz). frames=None: the model window (seq_len)
+        when Ta is its audio frame count, else the T that Ta frames at the known rate cover."""
         if audio.ndim != 3 or audio.shape[-1] != self.audio_dim:
-            raise ValueError(f"audio must be [B,T,{self.audio_dim}], got {audio.shape}")
-        cond = self.fuzzy(audio, deterministic=deterministic)
+            raise ValueError(f"audio must be [B,Ta,{self.audio_dim}], got {audio.shape}")
+        if frames is None:
+            fz, n_in = self.fuzzy, audio.shape[1]
+            at_window = [fz.input_fps] if fz.input_fps is not None else [fz.fps, fz.audio_fps]
+            frames = (self.seq_len if any(resampled_frame_count(self.seq_len, fz.fps, r) == n_in for r in at_window)
+                      else fz.tokens_for(n_in))
+        cond = self.fuzzy(audio, deterministic=deterministic, frames=frames)
         if cond_drop is not None:
             null = self.null_condition(cond.shape[0], cond.shape[1]).astype(cond.dtype)
             cond = jnp.where(cond_drop[:, None, None], null, cond)
@@ -110,7 +120,7 @@ class Denoiser(nnx.Module):
 
     def __call__(self, x_t: jax.Array, t: jax.Array, audio: jax.Array, *, deterministic: bool,
                  cond_drop: jax.Array | None = None) -> jax.Array:
-        cond = self.condition(audio, deterministic=deterministic, cond_drop=cond_drop)
+        cond = self.condition(audio, deterministic=deterministic, cond_drop=cond_drop, frames=x_t.shape[1])
         return self.denoise(x_t, t, cond, deterministic=deterministic)
 
 
@@ -126,9 +136,11 @@ def _dtype(name: str | None):
 
 
 def build_denoiser(cfg: ml_collections.ConfigDict, motion_dim: int, audio_dim: int, seq_len: int, rngs: nnx.Rngs, *,
-                   fps: float = 20.0, dtype: str | None = None) -> Denoiser:
+                   fps: float = 20.0, dtype: str | None = None, audio_rate: float | None = None) -> Denoiser:
     """Build the denoiser from `cfg.model` (see configs/base.py). fps: data frame rate (cfg.data.fps);
-    dtype: compute dtype ("float32"/"bfloat16"), None = param dtype."""
+    dtype: compute dtype ("float32"/"bfloat16"), None = param dtype; audio_rate: frames/s of the
+    audio features it is fed (DataDims.audio_fps, the manifest's audio.rate), None = found from the
+    audio's length per call (the motion rate or model.fuzzy.audio_fps; models/fuzzy.py)."""
     f = cfg.fuzzy
     return Denoiser(
         motion_dim=motion_dim, audio_dim=audio_dim, seq_len=seq_len, fps=fps, dim=cfg.dim, depth=cfg.depth,
@@ -136,6 +148,7 @@ def build_denoiser(cfg: ml_collections.ConfigDict, motion_dim: int, audio_dim: i
         max_len=cfg.max_len, time_embed_dim=cfg.time_embed_dim, conv_kernel=cfg.conv_kernel,
         motion_in_kernel=cfg.motion_in_kernel,
         fuzzy=dict(style_kernel=f.style_kernel, style_dilation=f.style_dilation, down_kernel=f.down_kernel,
-                   down_stride=f.down_stride, audio_fps=f.audio_fps),
-        null_cond=cfg.get("null_cond", True), rngs=rngs, dtype=_dtype(dtype),
+                   down_stride=f.down_stride, audio_fps=f.audio_fps, input_fps=audio_rate),
+        null_cond=cfg.get("null_cond", True), rngs=rngs, step_table_rows=int(cfg.get("step_table_rows", 0)),
+        dtype=_dtype(dtype),
         param_dtype=_dtype(cfg.param_dtype))

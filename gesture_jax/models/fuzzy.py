@@ -5,15 +5,19 @@ Reference (WavLM Base+, 20 s windows): 999 WavLM frames at 50 Hz
     tokens = LeakyReLU_0.2(LayerNorm(Conv1d(768->1280, k=201, stride 2, no padding)(audio + style)))
                                                                            -> 400 tokens (20 fps)
     dropout 0.1
-Our records hold audio features already at the motion rate (T frames at data fps, see
-CONTRACTS), so the extractor first brings them to the rate its convolutions were designed for:
+The convolutions are designed for audio at ``audio_fps`` (model.fuzzy.audio_fps; reference 50 Hz).
+For T output tokens (motion frames at ``fps``) that is N(T) = floor(T*audio_fps/fps - 1.25) + 1
+frames, what a WavLM/wav2vec2-style front end (20 ms hop, 25 ms window, i.e. a window of 1.25
+hops) yields for the same T/fps seconds (`resampled_frame_count`; T=400 -> 999), so the reference
+geometry (999 -> 1 style token, 999 -> 400 tokens) and parameter count hold exactly. The input is
+at ``input_fps``, the rate of the data's audio (manifest audio.rate, given by the model builder;
+None: found per call from the input's length, which is T at the motion rate or N(T) at audio_fps):
 
-* ``audio_fps != fps`` (reference: 50 vs 20): the T frames are linearly resampled to the number
-  of frames a WavLM/wav2vec2-style front end (20 ms hop, 25 ms window, i.e. a window of 1.25
-  hops) yields for the same T/fps seconds: floor(T*audio_fps/fps - 1.25) + 1. For T=400 that is
-  999, so the reference geometry (999 -> 1 style token, 999 -> 400 tokens) and parameter count
-  hold exactly. Resampled frame j sits at time j/audio_fps (frame k <-> time k/fps, CONTRACTS).
-* ``audio_fps == fps`` (demo): no resampling.
+* input at audio_fps (WavLM records at their native 50 Hz, audio.native_rate, the reference): the
+  frames reach the convolutions unresampled, exactly as the reference feeds WavLM's 999 frames.
+* any other rate (mel at the motion rate, older motion-rate WavLM records): the frames are
+  linearly resampled to N(T) frames, frame j at time j/audio_fps (input frame i <-> time
+  i/input_fps); with input_fps == audio_fps == fps (demo) nothing is resampled either.
 
 The frames are then centred and edge-padded (or centre-cropped) to the (T-1)*stride + kernel
 frames the down-sampler needs for exactly T tokens; for the reference shape this is a no-op.
@@ -33,7 +37,6 @@ seconds, B=1, fwd+bwd of the extractor alone): 13.1 -> 6.1-6.7.
 """
 from __future__ import annotations
 
-import math
 from functools import partial
 
 import numpy as np
@@ -41,14 +44,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from gesture_jax.audio.frames import audio_frames_for, motion_frames_covered
 from gesture_jax.models.initializers import torch_bias_init, torch_weight_init
 
 
 def resampled_frame_count(frames: int, fps: float, audio_fps: float) -> int:
-    """Frames of a 1.25-hop-window front end at audio_fps over frames/fps seconds (400 @20 -> 999 @50)."""
-    if audio_fps == fps:
-        return frames
-    return int(math.floor(frames * audio_fps / fps - 1.25 + 1e-9)) + 1
+    """Frames of a 1.25-hop-window front end at audio_fps over frames/fps seconds (400 @20 -> 999 @50);
+    `frames` when audio_fps == fps (gesture_jax.audio.frames.audio_frames_for)."""
+    return audio_frames_for(frames, fps, audio_fps)
 
 
 def linear_resample(x: jax.Array, out_frames: int, fps: float, out_fps: float) -> jax.Array:
@@ -135,14 +138,15 @@ def fit_length(x: jax.Array, length: int) -> jax.Array:
 
 
 class FuzzyFeatureExtractor(nnx.Module):
-    """audio [B,T,A] (at the motion fps) -> conditioning tokens [B,T,D]."""
+    """audio [B,Ta,A] at input_fps -> conditioning tokens [B,T,D] (T motion frames at fps)."""
 
     def __init__(self, audio_dim: int, dim: int, *, style_kernel: int, style_dilation: int, down_kernel: int,
                  down_stride: int, audio_fps: float, fps: float, dropout: float, rngs: nnx.Rngs, dtype=None,
-                 param_dtype=jnp.float32):
+                 param_dtype=jnp.float32, input_fps: float | None = None):
         self.style_kernel, self.style_dilation = style_kernel, style_dilation
         self.down_kernel, self.down_stride = down_kernel, down_stride
         self.audio_fps, self.fps = float(audio_fps), float(fps)
+        self.input_fps = None if input_fps is None else float(input_fps)
         self.dtype = dtype
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.style_conv = nnx.Conv(audio_dim, audio_dim, kernel_size=(style_kernel,), kernel_dilation=(style_dilation,),
@@ -154,6 +158,13 @@ class FuzzyFeatureExtractor(nnx.Module):
                                   **kw)
         self.down_norm = nnx.LayerNorm(dim, epsilon=1e-5, **kw)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
+
+    def tokens_for(self, audio_frames: int) -> int:
+        """Tokens (motion frames) of an input of `audio_frames` frames when no count is given:
+        audio_frames at the motion rate, else the T with N(T) at input_fps == audio_frames."""
+        if self.input_fps is None or self.input_fps == self.fps:
+            return int(audio_frames)
+        return motion_frames_covered(audio_frames, self.fps, self.input_fps)
 
     def input_frames(self, tokens: int) -> int:
         """Frames the down-sampler reads for `tokens` output tokens: (T-1)*stride + kernel (999 for T=400)."""
@@ -186,12 +197,27 @@ class FuzzyFeatureExtractor(nnx.Module):
         s = self.style_norm(self._style_conv(x))  # [B, N-field+1, A]
         return jnp.mean(s, axis=1, keepdims=True)
 
-    def __call__(self, audio: jax.Array, *, deterministic: bool) -> jax.Array:
-        b, t, _ = audio.shape
+    def input_rate(self, audio_frames: int, frames: int) -> float:
+        """The rate of an input of `audio_frames` frames for `frames` tokens: input_fps, checked;
+        when unknown (None), the motion rate if audio_frames == frames, else audio_fps if
+        audio_frames == N(frames). Raises ValueError naming both counts otherwise."""
+        rates = [self.input_fps] if self.input_fps is not None else [self.fps, self.audio_fps]
+        for r in rates:
+            if resampled_frame_count(frames, self.fps, r) == audio_frames:
+                return r
+        want = " or ".join(f"{resampled_frame_count(frames, self.fps, r)} (at {r:g} frames/s)" for r in rates)
+        raise ValueError(f"audio of {audio_frames} frames for {frames} motion frames at {self.fps:g} fps: expected "
+                         f"{want}; is the audio at the rate the model was built for (manifest audio.rate)?")
+
+    def __call__(self, audio: jax.Array, *, deterministic: bool, frames: int | None = None) -> jax.Array:
+        """audio [B,Ta,A] -> tokens [B,T,D], T = `frames` (None: Ta, audio at the motion rate; or the
+        T whose audio frames at input_fps are Ta)."""
+        b, n_in, _ = audio.shape
+        t = self.tokens_for(n_in) if frames is None else int(frames)
+        rate = self.input_rate(n_in, t)
         x = audio.astype(self.dtype) if self.dtype is not None else audio
-        n_audio = resampled_frame_count(t, self.fps, self.audio_fps)
-        if n_audio != t:
-            x = linear_resample(x, n_audio, self.fps, self.audio_fps)
+        if rate != self.audio_fps:  # only data at another rate is resampled (mel at the motion rate)
+            x = linear_resample(x, resampled_frame_count(t, self.fps, self.audio_fps), rate, self.audio_fps)
         x = fit_length(x, self.input_frames(t))  # [B, N_in, A]
         style = self.style_token(x)  # [B, 1, A]
         # down(x + style) == down(x) + style @ sum_k W_k  (no padding inside the conv): see module docstring.

@@ -26,6 +26,10 @@ Differences from the reference, on purpose:
   * the root's first-frame ground position and heading, which pos_rot_deltas cannot hold,
     can be given to `inverse` (`root_start`) so a round trip is exact in world space.
 
+Features come in raw order minus the dropped channels, or in an explicit order given by
+`MotionPipeline.from_feature_order` (e.g. Persona-Gestor's PyMO column order, see
+methods/persona_gestor/reference_data.py); `save` / `load` keep that order.
+
 Fitting streams: `file_stats` reduces one file to mergeable moments (count, mean, M2 of
 every raw channel plus rotation/translation sums of every joint), so preparation can run
 in parallel processes and fit with `fit_from_stats` in bounded memory.
@@ -209,6 +213,7 @@ class _Fitted:
     rest_trans: np.ndarray    # [J, 3] mean local translation of every joint
     count: int
     sources: int
+    order: np.ndarray | None = None  # [F] int: raw-channel index of each feature (None: raw order of `keep`)
 
 
 def save_fitted(directory: str | os.PathLike, fmt: str, config: dict, skeleton: Skeleton, fitted_meta: dict,
@@ -256,11 +261,16 @@ class FittedFeatures:
 
     @property
     def feature_dim(self) -> int:
-        return int(self._need_fit().keep.sum())
+        f = self._need_fit()
+        order = getattr(f, "order", None)
+        return int(f.keep.sum()) if order is None else len(order)
 
     @property
     def feature_names(self) -> list[str]:
         f = self._need_fit()
+        order = getattr(f, "order", None)
+        if order is not None:
+            return [f.raw_names[i] for i in order]
         return [n for n, k in zip(f.raw_names, f.keep) if k]
 
     @property
@@ -311,6 +321,59 @@ class MotionPipeline(FittedFeatures):
                    position_smoothing=float(get("root_position_smoothing", 0.0) or 0.0),
                    rotation_smoothing=float(get("root_rotation_smoothing", 0.0) or 0.0),
                    constant_eps=float(get("constant_eps", 1e-6) or 1e-6))
+
+    @classmethod
+    def from_feature_order(cls, skeleton: Skeleton, feature_names: Sequence[str], mean: Any, std: Any,
+                           const_values: dict[str, float], rest_quats: Any, rest_trans: Any, *, fps: float,
+                           joints: Sequence[str] = (), position_smoothing: float = 0.0,
+                           rotation_smoothing: float = 0.0, constant_eps: float = 1e-6) -> "MotionPipeline":
+        """A fitted pipeline whose features come in an explicit order (e.g. another implementation's).
+
+        feature_names: raw channel names of this pipeline (``raw_feature_names`` of `skeleton` with
+        `joints`), each at most once, in the wanted feature order; every raw channel left out
+        must have a fill in `const_values` (it is dropped as constant and restored with that
+        value by `inverse`). mean / std [F]: standardization of the features in that order.
+        rest_quats [J, 4] / rest_trans [J, 3]: local rotation (w, x, y, z) and translation that
+        joints outside the selection get in `inverse`.
+        """
+        p = cls(fps=fps, joints=list(joints), position_smoothing=position_smoothing,
+                rotation_smoothing=rotation_smoothing, constant_eps=constant_eps)
+        raw = p._raw_names(skeleton, p._selection(skeleton, "<skeleton>"))
+        index = {n: i for i, n in enumerate(raw)}
+        names = [str(n) for n in feature_names]
+        unknown = [n for n in names if n not in index]
+        if unknown:
+            raise MotionPipelineError(f"feature(s) {unknown[:5]} are not channels of this skeleton and joint "
+                                      f"selection (its channels are: {', '.join(raw)})")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise MotionPipelineError(f"feature(s) {dup[:5]} named more than once")
+        named = set(names)
+        unfilled = [n for n in raw if n not in named and n not in const_values]
+        if unfilled:
+            raise MotionPipelineError(f"channel(s) {unfilled[:5]} are neither features nor constants with a fill "
+                                      f"value ({len(unfilled)} in all)")
+        order = np.array([index[n] for n in names], dtype=np.int64)
+        mean = np.asarray(mean, np.float64).reshape(-1)
+        std = np.asarray(std, np.float64).reshape(-1)
+        if mean.shape != (len(order),) or std.shape != (len(order),):
+            raise MotionPipelineError(f"mean / std must have {len(order)} values (one per feature), "
+                                      f"got {mean.shape[0]} / {std.shape[0]}")
+        keep = np.zeros(len(raw), bool)
+        keep[order] = True
+        fill = np.array([float(const_values.get(n, 0.0)) for n in raw], np.float64)
+        fill[order] = mean
+        J = skeleton.num_joints
+        p._fit = _Fitted(skeleton=skeleton.copy(), raw_names=list(raw), keep=keep, const_values=fill,
+                         mean=mean.copy(), std=std.copy(),
+                         rest_quats=np.asarray(rest_quats, np.float64).reshape(J, 4).copy(),
+                         rest_trans=np.asarray(rest_trans, np.float64).reshape(J, 3).copy(), count=0, sources=0,
+                         order=order)
+        return p
+
+    def _feature_index(self, f: _Fitted) -> np.ndarray:
+        """Raw-channel index (int array) or mask (bool, raw order) selecting the features."""
+        return f.keep if f.order is None else f.order
 
     # ---------------------------------------------------------------- layout
     def _selection(self, sk: Skeleton, source: str) -> list[int]:
@@ -395,7 +458,7 @@ class MotionPipeline(FittedFeatures):
         f = self._need_fit()
         raw, _, _, _, names = self._raw(bvh, mirror)
         self._check_layout(names, str(bvh.path or "<bvh>"))
-        return ((raw[:, f.keep] - f.mean) / f.std).astype(np.float32)
+        return ((raw[:, self._feature_index(f)] - f.mean) / f.std).astype(np.float32)
 
     def root_start(self, bvh: BVH, mirror: bool = False) -> RootStart:
         """First-frame ground position and heading of a file (what the features leave out)."""
@@ -416,7 +479,7 @@ class MotionPipeline(FittedFeatures):
             raise MotionPipelineError(f"features must be [N, {self.feature_dim}], got {tuple(x.shape)}")
         N = x.shape[0]
         raw = np.broadcast_to(f.const_values, (N, f.const_values.shape[0])).copy()
-        raw[:, f.keep] = x * f.std + f.mean
+        raw[:, self._feature_index(f)] = x * f.std + f.mean
         sk = f.skeleton
         sel = self._selection(sk, "<fitted skeleton>")
         rots = np.broadcast_to(quat_to_matrix(f.rest_quats), (N, sk.num_joints, 3, 3)).copy()
@@ -446,7 +509,7 @@ class MotionPipeline(FittedFeatures):
                     {"raw_feature_names": f.raw_names, "feature_names": self.feature_names,
                      "feature_dim": self.feature_dim, "frames_fitted": f.count, "files_fitted": f.sources},
                     dict(keep=f.keep, const_values=f.const_values, mean=f.mean, std=f.std, rest_quats=f.rest_quats,
-                         rest_trans=f.rest_trans))
+                         rest_trans=f.rest_trans, **({} if f.order is None else {"order": f.order})))
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "MotionPipeline":
@@ -459,7 +522,8 @@ class MotionPipeline(FittedFeatures):
         p._fit = _Fitted(skeleton=sk, raw_names=meta["raw_feature_names"], keep=arr["keep"].astype(bool),
                          const_values=arr["const_values"], mean=arr["mean"], std=arr["std"],
                          rest_quats=arr["rest_quats"], rest_trans=arr["rest_trans"],
-                         count=int(meta.get("frames_fitted", 0)), sources=int(meta.get("files_fitted", 0)))
+                         count=int(meta.get("frames_fitted", 0)), sources=int(meta.get("files_fitted", 0)),
+                         order=arr["order"].astype(np.int64) if "order" in arr else None)
         if p.feature_names != meta["feature_names"]:
             raise MotionPipelineError(f"{d}: pipeline.json and pipeline.npz disagree (feature names)")
         return p

@@ -213,14 +213,18 @@ def gather_windows(features: Sequence[np.ndarray], plan: WindowPlan, frames_per_
     """Per-window slices of per-timeline conditioning features: [W, frames_per_window, A].
 
     features[s]: [L_s, A] at `rate_ratio` times the motion frame rate (e.g. 2.5 for 50 Hz
-    audio features under 20 fps motion). A window starting at motion frame k takes feature
-    frames from round(k * rate_ratio); a feature sequence slightly shorter than the window
-    (frame-count rounding) is padded by repeating its last frame.
+    audio features under 20 fps motion); frames_per_window: the audio frames of one window
+    (gesture_jax.audio.frames.audio_frames_for: 999 for 400 frames at 2.5). A window starting
+    at motion frame k takes feature frames from floor(k * rate_ratio), as the training records
+    do (audio_window). A window that would read past the end of the features is moved back to
+    end there, and a feature sequence shorter than one window is padded by repeating its last frame.
     """
+    from gesture_jax.audio.frames import audio_start
+
     out = []
     for s, ls in zip(plan.timeline, plan.local_starts):
         f = features[int(s)]
-        a0 = int(round(int(ls) * rate_ratio))
+        a0 = audio_start(int(ls), 1.0, rate_ratio)
         a0 = max(0, min(a0, f.shape[0] - frames_per_window))
         seg = f[a0:a0 + frames_per_window]
         if seg.shape[0] < frames_per_window:

@@ -31,3 +31,6 @@ class SamplingOptions:
     snap_s: float | None = None
     smooth_sigma: float | None = None
     batch_windows: int | None = None
+    # Persona-Gestor: the reference's own procedure (DDPM over all steps, windows concatenated;
+    # methods/persona_gestor/reference_sampling.py), to reproduce its outputs next to ours.
+    reference_sampling: bool = False

@@ -25,7 +25,10 @@ are recomputed for each window from a few frames earlier on, so the extractor's 
 never reaches a kept frame. The newest frames' features still change as audio arrives, but
 they are look-ahead frames, resampled before they are emitted. WavLM (attention over its whole
 input): recomputed for every window from 1 s before it, without the whole-file GroupNorm
-statistics of offline generation, so they differ slightly from offline features.
+statistics of offline generation, so they differ slightly from offline features. WavLM at its
+own 50 Hz (audio.native_rate): the same, from a waveform cut on WavLM's 320-sample hop grid, so
+the window at motion frame w0 gets the encoder frames from floor(w0 * 50 / fps) of the whole
+stream, as training records and offline generation cut them (gesture_jax.audio.frames).
 
 How a window continues the emitted motion (`impose`, default "x0_fade"): at every solver step
 the model's clean-motion estimate x0 is fused with what is known before the update, as
@@ -201,6 +204,16 @@ class MotionStreamer:
         _EXTRACTORS[id(bundle)] = (bundle, self.extractor)  # WavLM loads once per bundle, not once per stream
         while len(_EXTRACTORS) > 2:
             _EXTRACTORS.pop(next(iter(_EXTRACTORS)))
+        from gesture_jax.audio.features import feature_rate
+
+        self.rate = feature_rate(self.extractor)  # audio frames/s of the features (fps unless native WavLM)
+        self.audio_T = int(self.r.get("audio_window", self.T))  # audio frames of one window
+        if self.rate != self.fps:
+            hop = SAMPLE_RATE / self.rate
+            if hop != int(hop):
+                raise StreamError(f"audio features at {self.rate:g} frames/s: streaming needs a whole number of "
+                                  f"samples per audio frame at {SAMPLE_RATE} Hz")
+            self._hop = int(hop)
         spf = Fraction(SAMPLE_RATE) / Fraction(self.fps).limit_denominator(1000)  # samples per frame = p / q
         self._p, self._q = spf.numerator, spf.denominator  # frame k starts at sample k * p / q (exact when q | k)
         self._reach = _extractor_reach(self.extractor)  # samples right of a frame's time it reads, or None
@@ -257,7 +270,7 @@ class MotionStreamer:
         compilation; returns the seconds it took. Changes no state."""
         t = time.perf_counter()
         F = self._raw.shape[1]
-        np.asarray(self._fn(self._state, np.zeros((1, self.T, int(self.extractor.dim)), np.float32),
+        np.asarray(self._fn(self._state, np.zeros((1, self.audio_T, int(self.extractor.dim)), np.float32),
                             np.zeros((self.T, F), np.float32), np.zeros((self.T,), np.float32), self._key,
                             np.int32(0)))
         return time.perf_counter() - t
@@ -334,14 +347,34 @@ class MotionStreamer:
         f = max(0, f)
         return f - f % self._q
 
+    def _native_features(self, w0: int) -> np.ndarray:
+        """Audio features at their own rate [Ta, A] of the window at motion frame w0: encoder frames
+        [floor(w0*rate/fps), + Ta) of the stream, computed from `margin` motion frames earlier on
+        (a waveform cut on the encoder's hop grid, so the frames are the stream's own)."""
+        from gesture_jax.audio.frames import audio_start
+
+        a0, n = audio_start(w0, self.fps, self.rate), self.audio_T
+        af = max(0, a0 - int(math.ceil(self.margin * self.rate / self.fps)), -(-self._wave0 // self._hop))
+        seg = self._wave[af * self._hop - self._wave0:]
+        need = (a0 - af + n + 1) * self._hop  # >= (frames - 1) * hop + the encoder's window (< 2 hops)
+        if seg.shape[0] < need:
+            seg = np.concatenate([seg, np.zeros(need - seg.shape[0], np.float32)])
+        feats = np.asarray(self.extractor(seg[:need]), np.float32)
+        if feats.shape[0] < a0 - af + n:
+            raise StreamError(f"audio extractor {self.extractor.name!r} returned {feats.shape[0]} frames for "
+                              f"{need} samples; the window needs {a0 - af + n}")
+        return feats[a0 - af:a0 - af + n]
+
     def _features(self, w0: int, end: int, final: bool) -> np.ndarray:
-        """Audio features [T, A] of window frames [w0, end).
+        """Audio features [T, A] of window frames [w0, end) ([Ta, A] at the features' own rate).
 
         With an extractor of known reach (mel: its STFT window), frames whose whole analysis
         window has arrived are final and cached; only the rest is computed, from `margin` frames
         earlier so the extractor's edge padding never reaches a kept frame (the same numbers as
         offline features: tests/test_streaming.py). Otherwise everything is recomputed from the
         buffered audio, `margin` frames before the window on."""
+        if self.rate != self.fps:
+            return self._native_features(w0)
         if self._reach is None:
             fa = self._align(w0 - self.margin)
             return self._extract(fa, end)[w0 - fa:]
@@ -400,7 +433,7 @@ _COMPILED: dict[tuple, Any] = {}
 
 
 def _window_fn(bundle, r: dict, impose: str):
-    """jitted fn(state, audio_w [1,T,A], known [T,F], w [T], key, index) -> sampled window [T, F]
+    """jitted fn(state, audio_w [1,Ta,A], known [T,F], w [T], key, index) -> sampled window [T, F]
     (noise from fold_in(key, index): one stream per window)."""
     import jax
     import jax.numpy as jnp
@@ -431,7 +464,7 @@ def _window_fn(bundle, r: dict, impose: str):
     def run(state, audio_w, known, w, key, index):
         key = jax.random.fold_in(key, index)
         m = nnx.merge(graphdef, state)
-        cond = m.condition(audio_w, deterministic=True)  # [1, T, D]
+        cond = m.condition(audio_w, deterministic=True, frames=T)  # [1, T, D]
         null = m.null_condition(1, T) if guided else None
 
         def net(x_t, t):

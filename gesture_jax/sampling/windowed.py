@@ -6,6 +6,11 @@ audio features (Persona-Gestor; the same machinery serves any method whose model
 Files of any length are sampled as overlapping model windows fused at every solver step
 (long_audio.py), all windows of all files and samples in one batch; with snapping, a short
 pre-pass moves the window borders to where the motion is slowest.
+
+Audio features are at the rate of the run's data (manifest audio.rate, `audio_rate`): the motion
+rate (mel), or WavLM's own 50 Hz (audio.native_rate), when a file of L motion frames has
+audio_frames_for(L) feature frames and a window at motion frame k reads the audio_frames_for(T)
+from floor(k * rate / fps), exactly as the training records were cut (gesture_jax.audio.frames).
 """
 from __future__ import annotations
 
@@ -20,6 +25,15 @@ import numpy as np
 from gesture_jax.sampling.options import GenerateError, SamplingOptions
 
 DEFAULT_STEPS = {"ddim": 50, "dpm-solver++": 20}  # ddpm: every training step (the reference)
+
+
+def audio_rate(bundle) -> float:
+    """Frames/s of the audio features the bundle's model was trained on (its manifest's audio.rate;
+    the motion rate for runs prepared before audio could keep its own rate)."""
+    fps = float(bundle.config.data.fps)
+    m = bundle.manifest if isinstance(getattr(bundle, "manifest", None), dict) else {}
+    audio = m.get("audio") if isinstance(m.get("audio"), dict) else {}
+    return float(audio.get("rate", fps))
 
 
 def resolve_options(bundle, opts: SamplingOptions) -> dict[str, Any]:
@@ -79,8 +93,12 @@ def resolve_options(bundle, opts: SamplingOptions) -> dict[str, Any]:
     smooth = float(cfg.sample.get("smooth_sigma", 0.0) if opts.smooth_sigma is None else opts.smooth_sigma)
     if not (math.isfinite(smooth) and smooth >= 0):
         raise GenerateError(f"smooth_sigma must be >= 0 frames, got {smooth}")
+    from gesture_jax.audio.frames import audio_frames_for
+
+    rate = audio_rate(bundle)
     return dict(sampler=sampler, steps=steps, guidance=guidance, smooth=smooth,
                 eta=float(cfg.sample.eta if opts.eta is None else opts.eta), fps=fps, window=window,
+                audio_rate=rate, audio_window=audio_frames_for(window, fps, rate),
                 overlap=overlap, snap=int(round(snap_s * fps)), snap_steps=snap_steps,
                 batch_windows=int(opts.batch_windows or cfg.sample.batch_windows),
                 prediction=str(cfg.distill.prediction if grid else cfg.diffusion.prediction), grid=grid,
@@ -123,7 +141,7 @@ def _tick(i) -> None:
 def build_sampling_fn(bundle, plan, opts: SamplingOptions = SamplingOptions()):
     """The jitted whole sampling loop for one window layout: fn(state, audio_w, key) -> x0.
 
-    state: nnx.split(bundle.model)[1]; audio_w [W, T, A] window audio features; returns
+    state: nnx.split(bundle.model)[1]; audio_w [W, Ta, A] window audio features (Ta = r["audio_window"]); returns
     the flat timeline [plan.total, F] of standardized motion. Exposed (rather than only
     sample_features) so a benchmark can compile once and time runs separately. The
     underlying jitted function takes the window layout as array arguments and is cached per
@@ -154,7 +172,7 @@ def build_sampling_fn(bundle, plan, opts: SamplingOptions = SamplingOptions()):
     if jitted is None:
         def run(state, audio_w, key, idx, wts, total_like):
             m = nnx.merge(graphdef, state)
-            cond = _chunked(lambda a: m.condition(a, deterministic=True), audio_w, bw)  # [W, T, D], once
+            cond = _chunked(lambda a: m.condition(a, deterministic=True, frames=r["window"]), audio_w, bw)  # [W,T,D], once
             null = m.null_condition(1, r["window"]) if guided else None  # [1, T, D]
 
             def net(x_t, t):  # x_t [W, T, F] -> network output [W, T, F], bw windows per model call
@@ -203,7 +221,7 @@ def _run_plan(bundle, plan, feats, opts: SamplingOptions, progress: bool, desc: 
     from gesture_jax.sampling import long_audio
 
     r = resolve_options(bundle, opts)
-    audio_w = long_audio.gather_windows(feats, plan, r["window"])  # [W, T, A]
+    audio_w = long_audio.gather_windows(feats, plan, r["audio_window"], r["audio_rate"] / r["fps"])  # [W, Ta, A]
     fn, state, r, coeffs = build_sampling_fn(bundle, plan, opts)
     with tqdm(total=coeffs.num_steps, desc=desc, unit="step", disable=not progress) as bar:
         _ACTIVE_BAR[0] = bar
@@ -218,16 +236,21 @@ def sample_timelines(bundle, features: Sequence[np.ndarray], opts: SamplingOptio
     """(flat motion [total, F], WindowPlan): every sample of every file on one flat timeline
     (timeline s = file i * num_samples + sample k), and the window layout that produced it.
 
+    features[i]: [L_a, A] at `audio_rate(bundle)`; file i has motion_frames_covered(L_a) motion
+    frames (L_a at the motion rate; generate.audio_features gives audio_frames_for(L) for L frames).
+
     With snapping (cfg.sample.snap_s > 0, an overlap, and more than two windows somewhere) a
     pre-pass of `snap_steps` DPM-Solver++ steps with the same seed on the regular grid finds
     where each timeline moves slowest, and the borders move there (sampling/long_audio.py).
     """
     from gesture_jax.sampling import long_audio
 
+    from gesture_jax.audio.frames import motion_frames_covered
+
     r = resolve_options(bundle, opts)
     K = int(opts.num_samples)
     feats = [f for f in features for _ in range(K)]
-    lengths = [f.shape[0] for f in feats]
+    lengths = [motion_frames_covered(f.shape[0], r["fps"], r["audio_rate"]) for f in feats]
     plan = long_audio.plan_windows(lengths, r["window"], r["overlap"])
     t0 = time.perf_counter()
     if progress:

@@ -202,7 +202,7 @@ def distill_loss_fn(cfg: ml_collections.ConfigDict, parts: Any, mesh: Any, compu
         x_t = shd.constrain_batch(diffusion.q_sample(schedule, x0, t, noise), mesh)
 
         teach = nnx.merge(t_graph, t_state)
-        cond = teach.condition(audio.astype(cdtype), deterministic=True)     # [B,T,D], once per batch
+        cond = teach.condition(audio.astype(cdtype), deterministic=True, frames=x0.shape[1])  # [B,T,D], once per batch
         null = teach.null_condition(1, cond.shape[1]) if guidance != 1.0 else None
 
         def teacher_x0(x, tt):  # x [B,T,F], tt [B]

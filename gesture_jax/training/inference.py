@@ -135,7 +135,9 @@ def load_for_inference(workdir: str | Path, step: int | None = None, use_ema: bo
     manifest = _read_json(workdir / "data" / "manifest.json")
     method = get_method(method_name(cfg))
     F, A, T = model_dims(method.stage_dir(workdir, method.inference_stages(cfg)[-1]), manifest)
-    dims = DataDims(motion_dim=F, audio_dim=A, window=T, fps=float(cfg.data.fps))
+    from gesture_jax.data.manifest import audio_rate
+    dims = DataDims(motion_dim=F, audio_dim=A, window=T, fps=float(cfg.data.fps),
+                    audio_fps=audio_rate({"fps": float(cfg.data.fps), **manifest}))
     load = method.load_student if student else method.load_models
     model, step, used_ema = load(workdir, cfg, dims, step=step, use_ema=use_ema, device=device)
 

@@ -123,6 +123,25 @@ def _config_json(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     return json.loads(cfg.to_json_best_effort(sort_keys=True))
 
 
+def _base_config() -> ml_collections.ConfigDict:
+    from configs.base import get_base_config
+    return get_base_config()
+
+
+def _backfill_added_keys(old: dict, new: dict, default: dict) -> None:
+    """Keys the code gained after a run wrote its config.json (absent there) count as unchanged
+    when the new config leaves them at their default: the default is what the old code did (e.g.
+    model.step_table_rows = 0, the step features by formula). Set to anything else, they are a change."""
+    for k, v in new.items():
+        if k not in default:
+            continue
+        if k not in old:
+            if v == default[k]:
+                old[k] = v
+        elif isinstance(v, dict) and isinstance(old[k], dict) and isinstance(default[k], dict):
+            _backfill_added_keys(old[k], v, default[k])
+
+
 def prepare_workdir(cfg: ml_collections.ConfigDict, workdir: Path, resuming: bool,
                     sections: tuple[str, ...] = _FROZEN_SECTIONS) -> None:
     """config.json, checked against the workdir's when resuming (or training a later stage):
@@ -134,6 +153,7 @@ def prepare_workdir(cfg: ml_collections.ConfigDict, workdir: Path, resuming: boo
         old = json.loads(cfg_path.read_text())
         from gesture_jax.methods import method_name
         old["method"], new["method"] = method_name(old), method_name(new)
+        _backfill_added_keys(old, new, _config_json(_base_config()))
         changed = [s for s in ("method",) + tuple(sections) if old.get(s) != new.get(s)]
         if changed:
             diffs = []
@@ -429,7 +449,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, stop_after: in
     except manifest_lib.ManifestError as e:  # prepared for another config: one line, not a traceback
         raise TrainConfigError(str(e)) from None
     dims = DataDims(motion_dim=int(info["motion_dim"]), audio_dim=int(info["audio_dim"]),
-                    window=int(info["window_frames"]), fps=float(cfg.data.fps))
+                    window=int(info["window_frames"]), fps=float(cfg.data.fps),
+                    audio_fps=float(info.get("audio_fps", cfg.data.fps)))
     run_dir = method.stage_dir(workdir, stage)
     try:
         method.check_data(cfg, manifest_lib.read_manifest(cfg.data.out))

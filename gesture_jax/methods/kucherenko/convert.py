@@ -67,7 +67,6 @@ import dataclasses
 import functools
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -76,6 +75,7 @@ import numpy as np
 from gesture_jax.foreign import ForeignCheckpointError
 from gesture_jax.foreign.keras_hdf5 import read_keras_hdf5
 from gesture_jax.foreign.sniff import file_info
+from gesture_jax.training.imported import parse_flags, run_cli, write_stage
 from gesture_jax.methods.kucherenko.reference import (
     DEFAULT_AE_NAMES, SPEECH_FILE, AEWeights, ConversionError, SpeechWeights, assign, check_reference_pose,
     frame_layout, map_autoencoder, map_baseline_output, parse_ae_names, position_fit, read_autoencoder,
@@ -254,60 +254,11 @@ def _write_workdir(method, cfg, dims, workdir: Path, data_out: Path, expected, s
     for stage in stages:
         sources = sw.sources if stage == SPEECH else ae.sources
         where = str(summary["sources"]["speech"]["path"]) if stage == SPEECH else str(ae.index_path)
-        _write_stage(method, cfg, dims, stage, workdir,
+        write_stage(method, cfg, dims, stage, workdir,
                      lambda model, a=expected[stage], s=sources, w=where: assign(model, a, s, w),
                      {**base, "stage": stage})
         log(f"{stage}: {method.stage_dir(workdir, stage) / 'checkpoints' / '0'}")
     (workdir / "conversion.json").write_text(json.dumps(summary, indent=1) + "\n")
-
-
-def _write_stage(method: Any, cfg: Any, dims: Any, stage: str, workdir: Path,
-                 fill: Callable[[Any], None], extra: dict[str, Any]) -> None:
-    """One stage's Orbax checkpoint (step 0, fresh optimizer) and model_info.json, built by the
-    trainer's own state/checkpoint code."""
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
-
-    from gesture_jax.parallel import mesh as mesh_lib
-    from gesture_jax.parallel import sharding as shd
-    from gesture_jax.training import checkpoint as ckpt_lib
-    from gesture_jax.training import loop
-    from gesture_jax.training import state as state_lib
-
-    stage_cfg = method.train_config(cfg, stage)
-    model_fn = lambda rngs: method.build_model(stage_cfg, dims, stage, rngs)
-    mesh = mesh_lib.make_mesh(cfg.mesh.shape)
-    rules = shd.rules_from_config(cfg.mesh)
-    state, shardings, _, _, _ = state_lib.create_train_state(model_fn, stage_cfg.train, int(cfg.seed), mesh, rules,
-                                                             int(cfg.mesh.get("min_shard_size", 0)))
-    model = model_fn(nnx.Rngs(int(cfg.seed)))
-    fill(model)
-    _, params, _, model_state = state_lib.split_model(model)
-
-    def onto(converted: Any, target: Any, target_shardings: Any, what: str) -> Any:
-        # the converted leaves, keyed by path, placed into the trainer's own tree (its Variable metadata and shardings)
-        new = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(converted)[0]}
-        old = {jax.tree_util.keystr(k) for k, _ in jax.tree_util.tree_flatten_with_path(target)[0]}
-        if set(new) != old:
-            raise RuntimeError(f"stage {stage}: converted {what} {sorted(set(new) ^ old)} differ from the trainer's")
-        return jax.tree_util.tree_map_with_path(
-            lambda k, t, s: jax.device_put(jnp.asarray(new[jax.tree_util.keystr(k)], t.dtype), s),
-            target, target_shardings)
-
-    params = onto(params, state.params, shardings.params, "params")
-    model_state = onto(model_state, state.model_state, shardings.model_state, "model_state")
-    state = state.replace(params=params, model_state=model_state,
-                          ema=jax.tree_util.tree_map(lambda x: x.copy(), params) if state.ema is not None else None)
-    run_dir = method.stage_dir(workdir, stage)
-    ck = ckpt_lib.Checkpointer(run_dir / "checkpoints", keep=int(stage_cfg.train.keep_checkpoints), async_save=False,
-                               writer=True)   # as the trainer: the step gets checksums.json under a checksum policy
-    try:
-        ck.save(state)
-        ck.wait()
-    finally:
-        ck.close()
-    loop.write_model_info(run_dir, state, mesh, extra)
 
 
 def _verify(workdir: Path, expected: dict[str, dict[str, np.ndarray]]) -> None:
@@ -355,16 +306,9 @@ def _define_flags():
 def main(argv: list[str]) -> None:
     from absl import flags
 
-    from gesture_jax.errors import is_user_error, one_line
-
-    if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
-        sys.exit(2)
-    import logging
-    logging.getLogger("absl").setLevel(logging.WARNING)           # Orbax logs every step of a save at INFO
-    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     F = flags.FLAGS
-    try:
+
+    def convert_from_flags() -> dict[str, Any]:
         root = None
         if F.reference_root:
             try:
@@ -373,37 +317,18 @@ def main(argv: list[str]) -> None:
                 root = []
             if len(root) != 3:
                 raise ConversionError(f"--reference_root={F.reference_root!r}: expected x,y,z")
-        summary = convert(F.config, F.workdir, speech=F.speech, autoencoder=F.autoencoder,
-                          normalization=F.normalization, data=F.data, frame_order=F.frame_order,
-                          recurrent_activation=F.recurrent_activation, ae_names=F.ae_names, reference_root=root,
-                          pose_tolerance=F.pose_tolerance)
-    except Exception as e:  # noqa: BLE001 - user errors become one line, bugs keep their traceback
-        if not is_user_error(e):
-            raise
-        if F.verbose:
-            import traceback
-            traceback.print_exception(e, file=sys.stderr)
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        sys.exit(2)
+        return convert(F.config, F.workdir, speech=F.speech, autoencoder=F.autoencoder,
+                       normalization=F.normalization, data=F.data, frame_order=F.frame_order,
+                       recurrent_activation=F.recurrent_activation, ae_names=F.ae_names, reference_root=root,
+                       pose_tolerance=F.pose_tolerance)
+
+    summary = run_cli(argv, convert_from_flags, F.verbose)
     print(f"converted {summary['variant']} into {F.workdir}; generate with: python -m gesture_jax.generate "
           f"--workdir={F.workdir} --audio=AUDIO --out=OUT")
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-    from absl import flags
-
-    try:
-        return flags.FLAGS(argv)
-    except (AttributeError, KeyError) as e:   # an unknown key in the locked config
-        print(f"error: in --config overrides: {str(e).strip(chr(39))}", file=sys.stderr)
-        sys.exit(2)
-    except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":
     from absl import app
 
     _define_flags()
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=parse_flags)

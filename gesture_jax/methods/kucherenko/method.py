@@ -133,6 +133,7 @@ class Kucherenko(Method):
     config_sections = ("kucherenko", "audio")
     representations = ("positions",)
     sampling_options = ("seed", "num_samples", "smooth_sigma")
+    motion_rate_audio = True  # its +-context windows are of audio frames at the motion rate
     stage_only_keys = {k: tuple(v) for k, v in _BATCH_KEYS.items()}  # read by loss_fn from cfg.stages
 
     # ------------------------------------------------------------------ stages and data
@@ -265,6 +266,8 @@ class Kucherenko(Method):
         from gesture_jax.sampling.options import GenerateError
 
         set_ = [k for k in _DIFFUSION_OPTIONS if getattr(opts, k) is not None]
+        if getattr(opts, "reference_sampling", False):
+            set_.append("reference_sampling")
         if set_:
             raise GenerateError(f"--{set_[0]}: {self.name} is a regression model (one forward pass, no sampler); "
                                 f"{', '.join('--' + k for k in set_)} apply to diffusion methods only")

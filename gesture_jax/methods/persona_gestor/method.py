@@ -2,7 +2,12 @@
 long-audio sampler, and (ours, not in the paper) a few-step student distilled from the trained
 model as a second stage (methods/students.py, --config.train.stage=distill). The main stage
 is the code before the plug-in refactor: it only names what the trainer, generate and evaluate
-used to call directly, and its checkpoints stay in WORKDIR/checkpoints."""
+used to call directly, and its checkpoints stay in WORKDIR/checkpoints.
+
+The authors' released checkpoints: import_reference.py (names and layouts: reference.py; their
+pickled motion pipeline and scalers: reference_data.py), the reference's call signature for
+parity checks (api.py) and its own sampling procedure (reference_sampling.py,
+``generate --reference_sampling``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,7 +29,8 @@ class PersonaGestor(StudentStage, Method):
 
     def build_model(self, cfg: ml_collections.ConfigDict, dims: DataDims, stage: str, rngs: nnx.Rngs) -> nnx.Module:
         from gesture_jax.models import build_denoiser
-        return build_denoiser(cfg.model, dims.motion_dim, dims.audio_dim, dims.window, rngs, fps=float(dims.fps))
+        return build_denoiser(cfg.model, dims.motion_dim, dims.audio_dim, dims.window, rngs, fps=float(dims.fps),
+                              audio_rate=dims.audio_fps)
 
     def loss_fn(self, cfg, stage, parts, mesh, compute_shardings, frozen):
         if stage == DISTILL:
@@ -38,10 +44,16 @@ class PersonaGestor(StudentStage, Method):
                              seed=int(cfg.get("seed", 0)), step=step, use_ema=use_ema, device=device)
 
     def resolve_options(self, bundle, opts) -> dict[str, Any]:
+        if getattr(opts, "reference_sampling", False):
+            from gesture_jax.methods.persona_gestor import reference_sampling
+            return reference_sampling.check_options(bundle, opts)
         from gesture_jax.sampling import windowed
         return windowed.resolve_options(bundle, opts)
 
     def sample(self, bundle, features: Sequence[np.ndarray], opts, *, progress: bool = True):
+        if getattr(opts, "reference_sampling", False):
+            from gesture_jax.methods.persona_gestor import reference_sampling
+            return reference_sampling.sample(bundle, features, opts, progress=progress)
         from gesture_jax.sampling import windowed
         out, plan = windowed.sample_timelines(bundle, features, opts, progress=progress)
         timelines = plan.split(out)

@@ -1,0 +1,138 @@
+"""The reference's own sampling procedure, to reproduce its outputs next to ours
+(``python -m gesture_jax.generate ... --reference_sampling``).
+
+What the reference does at inference, and what this reproduces:
+  * every file is cut into consecutive model windows (20 s) starting at 0, W, 2W, ...; all the
+    windows of a file are denoised together in one batch (here: all files and samples at once);
+  * the audio conditioning of each window is computed once per sample and reused at every step;
+  * ancestral DDPM over all T = 1000 training steps with the posterior variance, no guidance, no
+    clipping of the clean-data estimate (ours clips |x0| at sample.clip_x0 by default);
+  * the windows' motion is concatenated as it comes out: no overlap, no cross-fade, no snapping
+    or smoothing (the seams our long-audio sampler removes; they are the point of comparing).
+The last window of a file reaches past its end: its audio is padded by repeating the last
+feature frame and its motion is cut at the file's end. How the reference treats a file's
+incomplete last window is not verified here (its test loader's code was not available).
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from typing import Any, Sequence
+
+import numpy as np
+
+from gesture_jax.sampling.options import GenerateError, SamplingOptions
+
+
+def check_options(bundle, opts: SamplingOptions) -> dict[str, Any]:
+    """The resolved settings of the reference procedure; options it does not have are errors."""
+    from gesture_jax.sampling import windowed
+
+    T = int(bundle.config.diffusion.num_steps)
+    clash = []
+    if opts.sampler not in (None, "ddpm"):
+        clash.append(f"--sampler={opts.sampler}")
+    if opts.steps not in (None, T):
+        clash.append(f"--steps={opts.steps}")
+    for name in ("eta", "overlap_s", "snap_s", "smooth_sigma"):
+        v = getattr(opts, name)
+        if v not in (None, 0, 0.0):
+            clash.append(f"--{name}={v}")
+    if opts.guidance not in (None, 1, 1.0):
+        clash.append(f"--guidance={opts.guidance}")
+    if getattr(bundle, "student", False):
+        clash.append("the distilled student")
+    if clash:
+        raise GenerateError(f"--reference_sampling is the reference's procedure (ancestral DDPM over all {T} steps, "
+                            f"windows concatenated, no guidance): it takes no {', '.join(clash)}")
+    r = windowed.resolve_options(bundle, replace(opts, sampler="ddpm", steps=T, overlap_s=0.0, snap_s=0.0,
+                                                 smooth_sigma=0.0, guidance=1.0, reference_sampling=False))
+    return {**r, "overlap": 0, "snap": 0, "smooth": 0.0, "procedure": "reference"}
+
+
+def window_audio(feats: np.ndarray, frames: int, window: int, audio_window: int, fps: float,
+                 audio_rate: float) -> np.ndarray:
+    """[K, audio_window, A]: the audio of windows at motion frames 0, W, 2W, ... covering `frames`;
+    past the end of the features the last frame repeats."""
+    from gesture_jax.audio.frames import audio_start
+
+    k = -(-int(frames) // int(window))
+    out = []
+    for i in range(k):
+        a0 = audio_start(i * window, fps, audio_rate)
+        seg = feats[a0:a0 + audio_window]
+        if seg.shape[0] < audio_window:
+            seg = np.concatenate([seg, np.repeat(feats[-1:], audio_window - seg.shape[0], axis=0)])
+        out.append(seg)
+    return np.stack(out)
+
+
+def sample(bundle, features: Sequence[np.ndarray], opts: SamplingOptions, *, progress: bool = True):
+    """(timelines, borders) like the windowed sampler: timeline s = file i * num_samples + sample j,
+    each [frames, F]; borders: the frames where a window starts."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+    from tqdm import tqdm
+
+    from gesture_jax.audio.frames import motion_frames_covered
+    from gesture_jax.sampling import samplers, windowed
+
+    r = check_options(bundle, opts)
+    W, fps, rate = int(r["window"]), float(r["fps"]), float(r["audio_rate"])
+    K = int(opts.num_samples)
+    feats = [f for f in features for _ in range(K)]
+    lengths = [motion_frames_covered(f.shape[0], fps, rate) for f in feats]
+    audio_w = np.concatenate([window_audio(f, n, W, r["audio_window"], fps, rate) for f, n in zip(feats, lengths)])
+    counts = [-(-n // W) for n in lengths]
+    model = bundle.model
+    cfg = bundle.config
+    ab = np.asarray(samplers.betas_to_alphas_cumprod(_betas(cfg)), np.float64)
+    coeffs = samplers.sampler_coefficients(ab, "ddpm", int(cfg.diffusion.num_steps))
+    graphdef, state = nnx.split(model)
+    ab_j = jnp.asarray(ab, jnp.float32)
+    prediction = str(cfg.diffusion.prediction)
+    bw = int(r["batch_windows"])
+    if progress:
+        print(f"reference sampling: {len(features)} file(s) x {K} sample(s), {audio_w.shape[0]} windows of {W} "
+              f"frames concatenated, DDPM {coeffs.num_steps} steps", file=sys.stderr, flush=True)
+
+    def run(state, audio_w, key):
+        m = nnx.merge(graphdef, state)
+        cond = windowed._chunked(lambda a: m.condition(a, frames=W, deterministic=True), audio_w, bw)  # once
+
+        def x0_fn(x, t):
+            tt = jnp.full((x.shape[0],), t, jnp.int32)
+            out = windowed._chunked(lambda xs: m.denoise(xs[0], xs[1], xs[2], deterministic=True), (x, tt, cond), bw)
+            return samplers.output_to_x0(out, x, t, ab_j, prediction, None)
+
+        k_init, k_loop = jax.random.split(key)
+        x_T = jax.random.normal(k_init, (audio_w.shape[0], W, int(m.motion_dim)), jnp.float32)
+        return samplers.sample_loop(x0_fn, coeffs, x_T, k_loop, on_step=_tick)
+
+    with tqdm(total=coeffs.num_steps, desc="ddpm (reference)", unit="step", disable=not progress) as bar:
+        _BAR[0] = bar
+        try:
+            out = np.asarray(jax.jit(run)(state, jnp.asarray(audio_w), jax.random.key(int(opts.seed))))
+        finally:
+            _BAR[0] = None
+    timelines, borders, i = [], [], 0
+    for n, c in zip(lengths, counts):
+        timelines.append(out[i:i + c].reshape(c * W, -1)[:n])
+        borders.append(np.arange(1, c) * W)
+        i += c
+    return timelines, borders
+
+
+def _betas(cfg) -> np.ndarray:
+    from gesture_jax.models import diffusion
+    d = cfg.diffusion
+    return diffusion.make_betas(d.schedule, int(d.num_steps), float(d.beta_start), float(d.beta_end))
+
+
+_BAR: list[Any] = [None]
+
+
+def _tick(i) -> None:
+    if _BAR[0] is not None:
+        _BAR[0].update(1)
