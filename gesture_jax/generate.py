@@ -271,6 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--verbose", action="store_true", help="print the traceback of errors about your files")
     a = ap.parse_args(argv)
     try:
+        if a.stream and a.reference_sampling:
+            raise GenerateError("--reference_sampling is the reference's offline procedure (all windows of a file "
+                                "at once, 1000 DDPM steps); --stream samples as audio arrives: choose one")
         if a.stream:
             return _generate_stream(a)
         return _generate(a)

@@ -317,3 +317,45 @@ def test_data_with_resampled_audio_is_refused(prepared, imported, tmp_path):
     (tmp_path / "data" / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ImportReferenceError, match="at 20 frames/s.*native_rate=True"):
         import_reference(prepared["cfg"], tmp_path / "run", ckpt=imported["ckpt"], data=tmp_path / "data")
+
+
+def test_evaluate_scores_the_imported_run(imported, prepared, tmp_path):
+    """evaluate treats the imported run like one trained here (held-out file, FGD/BC/...)."""
+    from gesture_jax import evaluate
+    cfg = prepared["cfg"].copy_and_resolve_references()
+    with cfg.unlocked():
+        cfg.eval.fgd_ae_steps, cfg.eval.fgd_ae_hidden, cfg.eval.fgd_ae_latent = 20, 8, 4
+        cfg.eval.bc_mask_frames = 20
+    ae_dir = evaluate.train_fgd_ae(cfg, None, str(tmp_path / "fgd_ae"))
+    r = evaluate.evaluate_run(str(imported["run"]), tmp_path / "eval", fgd_ae=str(ae_dir), sampler="ddim", steps=2,
+                              eval_cfg=cfg.eval)
+    assert r["checkpoint_step"] == 0 and len(r["files"]) == 1
+    assert np.isfinite(r["fgd"]) and r["summary"]["model"]["fgd_raw"] > 0
+
+
+def test_a_motion_description_must_be_chosen(prepared, imported, tmp_path):
+    """No silent default to the config's prepared data: its feature order is ours, not the authors'."""
+    with pytest.raises(ImportReferenceError, match="no motion description: give --scalers"):
+        import_reference(prepared["cfg"], tmp_path / "run", ckpt=imported["ckpt"])
+    assert not (tmp_path / "run").exists()
+
+
+def test_prepared_data_is_announced_as_our_feature_order(imported):
+    assert any("not the reference's PyMO columns" in n for n in imported["summary"]["notes"])
+
+
+def test_tensor_of_the_wrong_rank_is_named(tmp_path, prepared):
+    cfg, F, A = prepared["cfg"], prepared["F"], prepared["A"]
+    sd = _state_dict(_source_model(cfg, F, A, seed=2), cfg)
+    sd["model.down_sampler.1.weight"] = sd["model.down_sampler.1.weight"][:, :, 0]
+    with pytest.raises(R.ReferenceMismatch, match=r"down_sampler\.1\.weight has shape \(32, 32\), expected a 3-d"):
+        R.read_reference(OrderedDict((k, v.numpy()) for k, v in sd.items()), "rank.ckpt")
+
+
+def test_stream_and_reference_sampling_together_is_one_line(imported, tmp_path):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "gesture_jax.generate", f"--workdir={imported['run']}",
+                        "--audio=x.wav", f"--out={tmp_path}", "--stream", "--reference_sampling"],
+                       capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 2 and "choose one" in r.stderr and "Traceback" not in r.stderr

@@ -593,3 +593,15 @@ def test_missing_files_in_a_reference_folder(tmp_path):
     (tmp_path / "data_pipe.sav").write_bytes(b"")
     with pytest.raises(rd.ReferenceDataError, match="no output_scaler.sav"):
         rd.find_reference_files(tmp_path)
+
+
+def test_a_pipeline_at_another_frame_rate_is_refused(stand_ins, tmp_path):
+    """Root deltas and the scaler are per frame: a 20 fps pipeline under a 30 fps model is an error,
+    and a folder holding only another rate's file is not searched past the model's rate."""
+    sk = make_test_skeleton()
+    made = write_reference(stand_ins, tmp_path / "ref", make_motion(sk), SELECTION)
+    with pytest.raises(rd.ReferenceDataError, match="makes 20 fps features .* model runs at 30 fps"):
+        rd.load_reference_motion_pipeline(made.dir / "data_pipe_20fps.sav", made.dir / "output_scaler.sav", fps=30)
+    with pytest.raises(rd.ReferenceDataError, match="no data_pipe"):
+        rd.find_reference_files(made.dir, fps=30)
+    assert rd.find_reference_files(made.dir, fps=20)[0].name == "data_pipe_20fps.sav"

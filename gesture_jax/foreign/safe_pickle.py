@@ -21,6 +21,12 @@ The pure-Python ``pickle._Unpickler`` is subclassed and every opcode that could 
 set attributes or look up a global (REDUCE, NEWOBJ, NEWOBJ_EX, INST, OBJ, BUILD, APPEND(S),
 SETITEM(S), ADDITEMS, GLOBAL, STACK_GLOBAL, EXT*) is replaced, so no code path of the base class
 reaches an object the pickle chose.
+
+Crafted files cost bounded time and memory: dict keys and set / frozenset items (hashed, so a
+tuple DAG built from memo references would cost 2**depth steps) are limited to plain scalars,
+numpy scalars, Opaque records, frozensets and small tuples of those (:func:`_check_key`); error
+messages and reports format pickle-supplied values with a bounded, ascii-safe repr; joblib-
+compressed files are inflated in chunks up to max(2 GiB, 50x the file's size).
 """
 from __future__ import annotations
 
@@ -32,9 +38,11 @@ import io
 import lzma
 import pickle
 import re
+import reprlib
 import struct
 import zlib
 from collections import Counter, OrderedDict
+from itertools import islice
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Mapping, Sequence
@@ -69,13 +77,14 @@ class Opaque:
         return Opaque(self.name, tuple(args), dict(kwargs))
 
     def __repr__(self) -> str:
-        parts = [self.name]
+        # bounded and ascii-safe: names and keys come from the file
+        parts = [_show(self.name)]
         if self.args:
             parts.append(f"args={len(self.args)}")
         if self.kwargs:
-            parts.append("kwargs=" + ",".join(map(str, self.kwargs)))
+            parts.append("kwargs=" + ",".join(_key_text(k) for k in islice(self.kwargs, 8)))
         if isinstance(self.state, dict):
-            parts.append("state=" + ",".join(map(str, list(self.state)[:8])))
+            parts.append("state=" + ",".join(_key_text(k) for k in islice(self.state, 8)))
         elif self.state is not None:
             parts.append(f"state={type(self.state).__name__}")
         if self.items:
@@ -138,7 +147,7 @@ class _PendingDType(_Pending):
         if subarray is not None or names is not None or fields is not None:
             raise _PicklePayloadError(f"structured or subarray numpy dtype ({self.base}) is not supported")
         if endian not in ("<", ">", "|", "="):
-            raise _PicklePayloadError(f"numpy dtype byte order {endian!r}")
+            raise _PicklePayloadError(f"numpy dtype byte order {_short(endian)}")
         base = self.base
         if base.type in (np.bytes_, np.str_, np.void) and isinstance(elsize, int) and elsize > 0:
             n = elsize // 4 if base.kind == "U" else elsize
@@ -149,7 +158,7 @@ class _PendingDType(_Pending):
                     and isinstance(unit[1], int)):
                 u = unit[0].decode("ascii") if isinstance(unit[0], bytes) else unit[0]
                 if not re.fullmatch(r"[a-zA-Z]{1,2}", u):
-                    raise _PicklePayloadError(f"numpy datetime unit {u!r}")
+                    raise _PicklePayloadError(f"numpy datetime unit {_short(u)}")
                 base = np.dtype(f"{base.kind}8[{unit[1] if unit[1] != 1 else ''}{u}]")
         if endian in ("<", ">") and base.itemsize > 1 and base.kind not in "OV":
             base = base.newbyteorder(endian)
@@ -175,7 +184,7 @@ def _np_dtype(obj: Any, align: Any = False, copy: Any = True) -> _PendingDType:
     try:
         return _PendingDType(np.dtype(obj))
     except TypeError as e:
-        raise _PicklePayloadError(f"numpy.dtype({obj!r}): {e}") from None
+        raise _PicklePayloadError(f"numpy.dtype({_short(obj)}): {_show(str(e))}") from None
 
 
 def _as_bytes(data: Any, what: str) -> bytes | bytearray:
@@ -189,7 +198,7 @@ def _as_bytes(data: Any, what: str) -> bytes | bytearray:
 def _array_from(raw: Any, dtype: np.dtype, shape: tuple, fortran: bool, what: str) -> np.ndarray:
     """An array of ``shape`` rebuilt from ``raw`` (bytes, or a list of objects for dtype O)."""
     if not isinstance(shape, tuple) or not all(isinstance(s, int) and s >= 0 for s in shape):
-        raise _PicklePayloadError(f"{what}: bad array shape {shape!r}")
+        raise _PicklePayloadError(f"{what}: bad array shape {_short(shape)}")
     n = int(np.prod(shape, dtype=np.int64)) if shape else 1
     if dtype.hasobject:
         if dtype != np.dtype(object) or not isinstance(raw, list) or len(raw) != n:
@@ -258,7 +267,7 @@ class _PendingJoblibArray(_Pending):
         dtype = _as_dtype(state.get("dtype"), "joblib array")
         shape, order = state.get("shape"), state.get("order", "C")
         if not isinstance(shape, tuple) or not all(isinstance(s, int) and s >= 0 for s in shape):
-            raise _PicklePayloadError(f"joblib array: bad shape {shape!r}")
+            raise _PicklePayloadError(f"joblib array: bad shape {_short(shape)}")
         n = int(np.prod(shape, dtype=np.int64)) if shape else 1
         if dtype.hasobject:
             inner = up.nested_load()
@@ -279,12 +288,130 @@ class _PendingJoblibArray(_Pending):
 _PLAIN = (str, bytes, int, float, bool, complex, type(None))
 
 
+def _show(s: Any, limit: int = 200) -> str:
+    """A name from the file (a global, a record, a key) fit for a terminal: ascii only, control
+    characters escaped, at most ``limit`` characters (then "...")."""
+    if not isinstance(s, str):
+        return _short(s, limit)
+    return ascii(s[:limit])[1:-1] + ("..." if len(s) > limit else "")
+
+
+def _key_text(k: Any) -> str:
+    return _show(k, 40) if isinstance(k, str) else _short(k, 40)
+
+
 def _describe(v: Any) -> str:
     if isinstance(v, Opaque):
-        return f"a {v.name} object"
+        return f"a {_show(v.name)} object"
     if isinstance(v, np.ndarray):
-        return f"a {v.dtype} array of shape {v.shape}"
+        return f"a {v.dtype} array of shape {_short(v.shape)}"
     return f"a {type(v).__name__}"
+
+
+class _BoundedRepr(reprlib.Repr):
+    """reprlib with small limits that never calls a pickle-supplied object's full repr: a shared
+    sub-tuple DAG or a huge container costs a bounded number of steps (``{x!r:.80}`` builds the
+    whole repr first, which for ``t[i+1] = (t[i], t[i])`` takes 2**depth steps)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxtuple = self.maxlist = self.maxarray = self.maxdict = 4
+        self.maxset = self.maxfrozenset = self.maxdeque = 4
+        self.maxstring = 60
+        self.maxlong = 40
+        self.maxother = 60
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:            # str() of a huge int is slow, or refused by Python
+            return f"<int of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
+
+    def repr_bytes(self, x: bytes, level: int) -> str:
+        return repr(bytes(x[:self.maxstring])) + ("..." if len(x) > self.maxstring else "")
+
+    repr_bytearray = repr_bytes
+
+    def repr_dict(self, x: dict, level: int) -> str:     # reprlib sorts every key first: not here
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        pieces = [f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}" for k, v in islice(x.items(), self.maxdict)]
+        return "{" + ", ".join(pieces + (["..."] if len(x) > self.maxdict else [])) + "}"
+
+    def repr_set(self, x: Any, level: int) -> str:
+        if not x:
+            return f"{type(x).__name__}()"
+        if level <= 0:
+            return "{...}"
+        pieces = [self.repr1(v, level - 1) for v in islice(x, self.maxset)]
+        inner = ", ".join(pieces + (["..."] if len(x) > self.maxset else []))
+        return "{" + inner + "}" if type(x) is set else f"frozenset({{{inner}}})"
+
+    repr_frozenset = repr_set
+
+    def repr_instance(self, x: Any, level: int) -> str:
+        if isinstance(x, (float, complex, bool, type(None), np.dtype)) or (
+                isinstance(x, np.generic) and x.dtype.kind not in "OV"):
+            r = repr(x)
+        elif isinstance(x, Opaque):
+            r = Opaque.__repr__(x)
+        else:
+            return f"<{_describe(x)[2:]}>"
+        return r if len(r) <= self.maxother else r[:self.maxother] + "..."
+
+
+_BOUNDED = _BoundedRepr()
+
+
+def _short(v: Any, limit: int = 80) -> str:
+    """A bounded, ascii-safe repr of a pickle-supplied value for an error message."""
+    try:
+        r = _BOUNDED.repr(v)
+    except Exception:                       # noqa: BLE001 - a description is enough
+        r = f"<{_describe(v)[2:]}>"
+    r = ascii(r)[1:-1] if not r.isascii() or not r.isprintable() else r
+    return r if len(r) <= limit else r[:limit] + "..."
+
+
+# Dict keys, set and frozenset items are hashed (and compared) as they are inserted; a tuple DAG
+# built with memo references (t[i+1] = (t[i], t[i])) hashes in 2**depth steps, so only values
+# whose hash costs a bounded amount are accepted: plain scalars, numpy scalars and dtypes,
+# Opaque records (hashed by identity), frozensets (their items were checked when they were built
+# here, and a frozenset caches its hash) and tuples of those nested at most _KEY_MAX_DEPTH deep with
+# at most _KEY_MAX_VALUES values in all (a shared sub-tuple counted each time it appears).
+_KEY_MAX_DEPTH = 8
+_KEY_MAX_VALUES = 4096
+
+
+def _check_key(k: Any, where: str) -> None:
+    t = type(k)
+    if t is str or t is int:
+        return
+    budget = _KEY_MAX_VALUES
+    todo = [(k, 0)]
+    while todo:
+        o, depth = todo.pop()
+        t = type(o)
+        if t in _PLAIN or t is frozenset or isinstance(o, (Opaque, np.dtype)) or (
+                isinstance(o, np.generic) and o.dtype.kind not in "OV"):
+            continue
+        if t is tuple:
+            budget -= len(o)
+            if depth >= _KEY_MAX_DEPTH or budget < 0:
+                raise _PicklePayloadError(f"{where}: a tuple nested more than {_KEY_MAX_DEPTH} deep or holding more "
+                                          f"than {_KEY_MAX_VALUES} values in all is not accepted (hashing it could "
+                                          f"take unbounded time)")
+            todo.extend((v, depth + 1) for v in o)
+            continue
+        raise _PicklePayloadError(f"{where}: {_describe(o)} is not accepted (only str, bytes, numbers, None, "
+                                  f"numpy scalars, frozensets and small tuples of those)")
+
+
+def _check_keys(items: Any, where: str) -> None:
+    for k in items:
+        _check_key(k, where)
 
 
 def _plain_args(name: str, args: tuple, kinds: tuple) -> None:
@@ -307,11 +434,15 @@ def _seq(name: str, args: tuple) -> list:
 
 
 def _b_set(*args: Any) -> set:
-    return set(_seq("set", args))
+    items = _seq("set", args)
+    _check_keys(items, "a set item")
+    return set(items)
 
 
 def _b_frozenset(*args: Any) -> frozenset:
-    return frozenset(_seq("frozenset", args))
+    items = _seq("frozenset", args)
+    _check_keys(items, "a frozenset item")
+    return frozenset(items)
 
 
 def _b_list(*args: Any) -> list:
@@ -338,6 +469,7 @@ def _pairs(name: str, args: tuple, kwargs: dict) -> list:
         else:
             raise _PicklePayloadError(f"{name}() of {_describe(a)} is not rebuilt")
     out.extend(kwargs.items())
+    _check_keys((k for k, _ in out), f"a {name}() key")
     return out
 
 
@@ -380,7 +512,7 @@ _TEXT_CODECS = {"latin1", "latin-1", "iso-8859-1", "iso8859-1", "ascii", "utf-8"
 def _codecs_encode(obj: Any, encoding: Any = "utf-8", errors: Any = "strict") -> bytes:
     """protocol-2 pickles store ``bytes`` as ``_codecs.encode(str, 'latin1')``: a pure encode."""
     if not isinstance(obj, str) or not isinstance(encoding, str) or encoding.lower() not in _TEXT_CODECS:
-        raise _PicklePayloadError(f"_codecs.encode({_describe(obj)}, {encoding!r}) is not rebuilt")
+        raise _PicklePayloadError(f"_codecs.encode({_describe(obj)}, {_short(encoding)}) is not rebuilt")
     return obj.encode(encoding, "strict")
 
 
@@ -484,7 +616,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[misc,name-defined
         else:
             if self.mode == "plain" and not any(full == p or full.startswith(p + ".")
                                                 for p in PLAIN_ALLOWED + self._extra_allowed):
-                raise _PicklePayloadError(f"refusing global {full}: only {', '.join(PLAIN_ALLOWED)} classes, "
+                raise _PicklePayloadError(f"refusing global {_show(full)}: only {', '.join(PLAIN_ALLOWED)} classes, "
                                           f"builtin containers and numpy arrays may appear in this file")
             k = self.referenced.get(full) or Opaque(full)
             self.referenced[full] = k
@@ -522,7 +654,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[misc,name-defined
             except (ForeignCheckpointError, _PicklePayloadError):
                 raise
             except (TypeError, ValueError, OverflowError, KeyError, IndexError) as e:
-                raise _PicklePayloadError(f"{func.name} {how} with unexpected arguments ({e})") from None
+                raise _PicklePayloadError(f"{_show(func.name)} {how} with unexpected arguments ({_show(str(e))})") from None
         if isinstance(func, Opaque):
             self.counts[func.name] += 1
             return Opaque(func.name, args, dict(kwargs))
@@ -683,15 +815,32 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[misc,name-defined
         else:
             raise _PicklePayloadError(f"the pickle sets items of {_describe(target)}")
         for i in range(0, len(items), 2):
+            _check_key(items[i], "a dict key")
             d[items[i]] = items[i + 1]
+
+    def load_dict(self) -> None:
+        items = self.pop_mark()
+        d: dict = {}
+        for i in range(0, len(items), 2):
+            _check_key(items[i], "a dict key")
+            d[items[i]] = items[i + 1]
+        self.append(d)
+    dispatch[pickle.DICT[0]] = load_dict
 
     def load_additems(self) -> None:
         items = self.pop_mark()
         target = self.stack[-1]
         if type(target) is not set:
             raise _PicklePayloadError(f"the pickle adds set items to {_describe(target)}")
+        _check_keys(items, "a set item")
         target.update(items)
     dispatch[pickle.ADDITEMS[0]] = load_additems
+
+    def load_frozenset(self) -> None:
+        items = self.pop_mark()
+        _check_keys(items, "a frozenset item")
+        self.append(frozenset(items))
+    dispatch[pickle.FROZENSET[0]] = load_frozenset
 
     # ------------------------------------------------------------ raw reads (joblib)
     def read_raw(self, n: int) -> bytes:
@@ -759,8 +908,9 @@ def _resolve_pending(root: Any) -> Any:
 
 
 def _report(up: _RestrictedUnpickler) -> list[str]:
-    lines = [f"{name} x{n}" for name, n in sorted(up.counts.items())]
-    lines += [f"{name} (referenced, never called)" for name in sorted(up.referenced) if name not in up.counts]
+    # the names come from the file and end up on a terminal: ascii only, control characters escaped
+    lines = [f"{_show(name)} x{n}" for name, n in sorted(up.counts.items())]
+    lines += [f"{_show(name)} (referenced, never called)" for name in sorted(up.referenced) if name not in up.counts]
     return lines
 
 
@@ -797,20 +947,62 @@ def restricted_load(file: bytes | bytearray | BinaryIO, *, mode: str, source: st
         raise ForeignCheckpointError(f"{source}: {e}") from None
     except EOFError:
         raise ForeignCheckpointError(f"{source}: the pickle ends early (truncated file)") from None
-    except (pickle.UnpicklingError, ValueError, TypeError, KeyError, IndexError, AttributeError, struct.error,
-            UnicodeDecodeError, OverflowError, RecursionError, MemoryError) as e:
+    except (pickle.UnpicklingError, ValueError, TypeError, LookupError, AttributeError, struct.error,
+            UnicodeError, ArithmeticError, RuntimeError, MemoryError, BufferError, OSError) as e:
+        # RuntimeError covers RecursionError and NotImplementedError (e.g. from a persistent_load
+        # hook); MemoryError a size the file claims
         raise ForeignCheckpointError(f"{source}: not a readable pickle, truncated or corrupt "
-                                     f"({type(e).__name__}: {e})") from None
+                                     f"({type(e).__name__}: {_show(str(e))})") from None
     return obj, _report(up)
 
 
 # ------------------------------------------------------------------------------ plain files
 _COMPRESSED = (  # joblib.dump(..., compress=...) formats, decompressed with the standard library
-    (b"\x1f\x8b", "gzip", gzip.decompress),
-    (b"BZh", "bz2", bz2.decompress),
-    (b"\xfd7zXZ\x00", "xz", lzma.decompress),
-    (b"]\x00\x00", "lzma", lzma.decompress),
+    (b"\x1f\x8b", "gzip", lambda b: gzip.GzipFile(fileobj=b)),
+    (b"BZh", "bz2", bz2.BZ2File),
+    (b"\xfd7zXZ\x00", "xz", lzma.LZMAFile),
+    (b"]\x00\x00", "lzma", lzma.LZMAFile),
 )
+
+# A compressed file inflates to at most max(_DECOMPRESS_MIN_CAP, _DECOMPRESS_RATIO x its size):
+# real joblib-compressed scalers and pipelines are far below both (they hold a few arrays of
+# features; float data compresses 1-3x), while a crafted gzip/bz2/xz stream can claim terabytes
+# (gzip reaches ~1000x, bz2 and xz far more). Decompression is streamed, so a file over the cap
+# costs the cap in RAM, then is refused.
+_DECOMPRESS_MIN_CAP = 2 << 30
+_DECOMPRESS_RATIO = 50
+_CHUNK = 1 << 20
+
+
+def _inflate(path: Path, name: str, data: bytes, opener: Callable[[BinaryIO], Any] | None) -> bytes:
+    cap = max(_DECOMPRESS_MIN_CAP, _DECOMPRESS_RATIO * len(data))
+    parts: list[bytes] = []
+    total = 0
+
+    def add(chunk: bytes) -> None:
+        nonlocal total
+        total += len(chunk)
+        if total > cap:
+            raise ForeignCheckpointError(
+                f"{path}: {name}-compressed data inflating to more than {cap} bytes (the limit: "
+                f"{_DECOMPRESS_RATIO}x the file's size or {_DECOMPRESS_MIN_CAP >> 20} MiB, whichever is larger); "
+                f"refusing it as a decompression bomb")
+        parts.append(chunk)
+
+    if opener is None:                      # zlib: a bare stream, no file wrapper in the stdlib
+        d = zlib.decompressobj()
+        buf = data
+        while not d.eof:
+            chunk = d.decompress(buf, _CHUNK)
+            add(chunk)
+            buf = d.unconsumed_tail
+            if not buf and not chunk:
+                raise zlib.error("incomplete or truncated stream")
+    else:
+        with opener(io.BytesIO(data)) as r:
+            while chunk := r.read(_CHUNK):
+                add(chunk)
+    return b"".join(parts)
 
 
 def _plain_bytes(path: Path) -> bytes:
@@ -825,14 +1017,16 @@ def _plain_bytes(path: Path) -> bytes:
     if kind == "zip":
         raise ForeignCheckpointError(f"{path}: a zip archive (e.g. a torch.save checkpoint), not a pickled "
                                      f"scikit-learn / PyMO object; torch files are read by foreign.torch_zip")
-    comp = [(name, fn) for magic, name, fn in _COMPRESSED if data.startswith(magic)]
+    comp: list[tuple[str, Any]] = [(name, fn) for magic, name, fn in _COMPRESSED if data.startswith(magic)]
     if not comp and data[:1] == b"\x78" and len(data) > 1 and (data[0] * 256 + data[1]) % 31 == 0:
-        comp = [("zlib", zlib.decompress)]
+        comp = [("zlib", None)]
     if comp:
-        name, fn = comp[0]
+        name, opener = comp[0]
         try:
-            out = fn(data)
-        except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as e:
+            out = _inflate(path, name, data, opener)
+        except ForeignCheckpointError:
+            raise
+        except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError, MemoryError) as e:
             raise ForeignCheckpointError(f"{path}: {name}-compressed (joblib compress=) but truncated or corrupt "
                                          f"({e})") from None
         if out[:1] == b"\x80" and len(out) > 1 and 2 <= out[1] <= 5:
@@ -884,14 +1078,15 @@ def read_scaler(path: str | Path, *, extra_allowed: Sequence[str] = ()) -> Scale
     found = _describe(obj)
     if _is(obj, "Pipeline") and isinstance(obj.state, dict) and isinstance(obj.state.get("steps"), list):
         steps = [s for s in obj.state["steps"] if isinstance(s, tuple) and len(s) == 2]
-        real = [s for s in steps if s[1] is not None and s[1] != "passthrough"]
+        real = [s for s in steps if s[1] is not None and not (isinstance(s[1], str) and s[1] == "passthrough")]
         if len(real) == 1:
             obj = real[0][1]
+            found = f"a Pipeline whose only step is {_describe(obj)}"
         else:
-            found = "a Pipeline with steps " + ", ".join(f"{n}={_describe(e)}" for n, e in steps)
+            found = "a Pipeline with steps " + ", ".join(f"{_key_text(n)}={_describe(e)}" for n, e in steps[:8])
     if not _is(obj, "StandardScaler"):
         if isinstance(obj, Opaque) and obj.name.endswith("Scaler"):
-            found = f"a {obj.name} (only StandardScaler is supported)"
+            found = f"a {_show(obj.name)} (only StandardScaler is supported)"
         raise ForeignCheckpointError(f"{path}: holds {found}; expected a fitted scikit-learn StandardScaler")
     state = obj.state if isinstance(obj.state, dict) else {}
     if "scale_" not in state and "mean_" not in state and "n_features_in_" not in state:

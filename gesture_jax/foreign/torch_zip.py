@@ -12,13 +12,23 @@ is imported or run, so unlike ``torch.load(weights_only=True)`` this reads real 
 
 Memory: each storage is read once, straight from the file into one numpy buffer, when its first
 tensor is rebuilt; tensors viewing the same storage share it (contiguous ones as writable views,
-strided ones as read-only ``as_strided`` views), so a checkpoint costs its size in RAM once.
+strided ones as read-only ``as_strided`` views), so a checkpoint costs its size in RAM once. That
+holds for crafted files too: records must be stored (torch never compresses them), each record's
+bytes must lie inside the file, and no two records read may overlap (a central directory naming
+one record many times is refused), so the bytes read never exceed the file's size. A tensor
+with more elements than its storage (stride 0, as ``torch.save`` writes for ``expand()``, or
+overlapping strides) is materialised as a copy, up to max(the file's size, 16 MiB) bytes for all
+such tensors together; beyond that it is refused (a stride-0 view of 8 elements could otherwise
+claim terabytes). Big-endian archives are byte-swapped to native order, untyped storages
+(``_rebuild_tensor_v3``) once their dtype is known.
 
 TorchScript archives, the legacy (pre-1.6) format, and empty, truncated or foreign files are a
 one-line :class:`~gesture_jax.foreign.ForeignCheckpointError` naming the file.
 """
 from __future__ import annotations
 
+import bisect
+import math
 import struct
 import zipfile
 import zlib
@@ -30,7 +40,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from gesture_jax.foreign import ForeignCheckpointError
-from gesture_jax.foreign.safe_pickle import Known, Opaque, restricted_load
+from gesture_jax.foreign.safe_pickle import Known, Opaque, _show, _short, restricted_load
 from gesture_jax.foreign.sniff import sniff
 
 __all__ = ["TorchArchive", "read_torch_archive", "state_dict", "TORCH_DTYPES", "STORAGE_DTYPES"]
@@ -89,6 +99,11 @@ class _Archive:
     def __init__(self, path: Path, zf: zipfile.ZipFile, f: BinaryIO, prefix: str):
         self.path, self.zf, self.f, self.prefix = path, zf, f, prefix
         self.storages: dict[str, np.ndarray] = {}
+        self.size = f.seek(0, 2)                        # the archive's size in bytes
+        self.spans: list[tuple[int, int, str]] = []     # (start, end, name) of every record read, sorted
+        self.read_total = 0                             # bytes of records read so far
+        self.expand_left = max(self.size, _EXPAND_MIN_BUDGET)   # bytes left for materialised expanded tensors
+        self.untyped_be: dict[int, np.dtype | None] = {}   # id(raw storage) -> dtype it was swapped for
         order = self._record("byteorder", optional=True)
         self.big_endian = order is not None and bytes(order).strip() == b"big"
 
@@ -102,60 +117,88 @@ class _Archive:
         except KeyError:
             if optional:
                 return None
-            raise self.err(f"no record {self.prefix + name} in the archive (truncated or damaged)") from None
-        buf = np.empty(info.file_size, np.uint8)
-        if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
-            # torch stores records uncompressed: read them straight into the buffer
-            self.f.seek(info.header_offset)
-            head = self.f.read(30)
-            if len(head) != 30 or head[:4] != b"PK\x03\x04":
-                raise self.err(f"damaged zip entry {info.filename}")
-            n_name, n_extra = struct.unpack("<HH", head[26:30])
-            self.f.seek(info.header_offset + 30 + n_name + n_extra)
-            view, got = memoryview(buf), 0
-            while got < info.file_size:
-                n = self.f.readinto(view[got:])
-                if not n:
-                    raise self.err(f"the file ends inside record {info.filename} (truncated: {got} of "
-                                   f"{info.file_size} bytes)")
-                got += n
-        else:
-            try:
-                with self.zf.open(info) as m:
-                    data = m.read()
-            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
-                raise self.err(f"record {info.filename} cannot be read ({e})") from None
-            buf[:] = np.frombuffer(data, np.uint8)
+            raise self.err(f"no record {_show(self.prefix + name)} in the archive (truncated or damaged)") from None
+        rec = _show(info.filename)
+        # torch stores every record uncompressed and unencrypted; anything else is not its file
+        if info.flag_bits & 0x1:
+            raise self.err(f"record {rec} is encrypted; torch.save never encrypts records")
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise self.err(f"record {rec} is compressed (zip method {info.compress_type}); torch.save stores "
+                           f"records uncompressed")
+        if info.file_size > self.size or info.compress_size != info.file_size:
+            raise self.err(f"record {rec} claims {info.file_size} bytes (stored as {info.compress_size}) in an "
+                           f"archive of {self.size} bytes (damaged or crafted file)")
+        # read the record straight into the buffer, from its local header on
+        self.f.seek(info.header_offset)
+        head = self.f.read(30)
+        if len(head) != 30 or head[:4] != b"PK\x03\x04":
+            raise self.err(f"damaged zip entry {rec}")
+        n_name, n_extra = struct.unpack("<HH", head[26:30])
+        start, data_at = info.header_offset, info.header_offset + 30 + n_name + n_extra
+        end = data_at + info.file_size
+        if end > self.size:
+            raise self.err(f"the file ends inside record {rec} (truncated: its bytes {data_at}..{end} of a file of "
+                           f"{self.size})")
+        self._claim(start, end, rec)
+        try:
+            buf = np.empty(info.file_size, np.uint8)
+        except MemoryError:
+            raise self.err(f"record {rec} of {info.file_size} bytes does not fit in memory") from None
+        self.f.seek(data_at)
+        view, got = memoryview(buf), 0
+        while got < info.file_size:
+            n = self.f.readinto(view[got:])
+            if not n:
+                raise self.err(f"the file ends inside record {rec} (truncated: {got} of {info.file_size} bytes)")
+            got += n
         if zlib.crc32(buf) != info.CRC:
-            raise self.err(f"record {info.filename} fails its CRC check (damaged file)")
+            raise self.err(f"record {rec} fails its CRC check (damaged file)")
         return buf
+
+    def _claim(self, start: int, end: int, rec: str) -> None:
+        """Refuse a record whose bytes (local header and data) overlap a record already read: a
+        central directory naming one stored record many times would otherwise cost its size each
+        time; with disjoint records the bytes read never exceed the archive's size."""
+        i = bisect.bisect_left(self.spans, (start,))
+        for j in (i - 1, i):
+            if 0 <= j < len(self.spans) and self.spans[j][0] < end and start < self.spans[j][1]:
+                raise self.err(f"records {self.spans[j][2]} and {rec} overlap in the file (a crafted archive: "
+                               f"one stored record named several times)")
+        self.read_total += end - start
+        if self.read_total > self.size:       # cannot happen for disjoint spans; kept as a hard cap
+            raise self.err(f"records read add up to more than the archive's {self.size} bytes")
+        self.spans.insert(i, (start, end, rec))
 
     # ------------------------------------------------------------ pickle hooks
     def persistent_load(self, pid: Any) -> np.ndarray:
         """('storage', storage_type, key, location, numel) -> the storage as a 1-d array."""
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
-            raise self.err(f"unsupported persistent id in data.pkl: {pid!r:.80}")
+        if not (isinstance(pid, tuple) and len(pid) == 5 and isinstance(pid[0], str) and pid[0] == "storage"):
+            raise self.err(f"unsupported persistent id in data.pkl: {_short(pid)}")
         _, stype, key, _location, numel = pid
-        if not isinstance(key, str) or not isinstance(numel, int):
-            raise self.err(f"bad storage id {pid!r:.80}")
-        sname = getattr(stype, "name", repr(stype)).rsplit(".", 1)[-1]
+        if not isinstance(key, str) or not isinstance(numel, int) or numel < 0:
+            raise self.err(f"bad storage id {_short(pid)}")
+        sname = stype.name.rsplit(".", 1)[-1] if isinstance(stype, Opaque) else ""
         if sname not in STORAGE_DTYPES:
-            raise self.err(f"storage type {getattr(stype, 'name', stype)} (quantized or unknown tensors) is not "
-                           f"supported")
+            what = _show(stype.name) if isinstance(stype, Opaque) else _short(stype)
+            raise self.err(f"storage type {what} (quantized or unknown tensors) is not supported")
         dtype = STORAGE_DTYPES[sname]
         if dtype is None:
             raise self.err(f"storage type {sname} needs the ml_dtypes package")
         if key in self.storages:
             arr = self.storages[key]
             return arr if arr.dtype == dtype else arr.view(np.uint8).view(dtype)
+        if numel * dtype.itemsize > self.size:
+            raise self.err(f"storage {_show(key)} claims {_short(numel)} x {dtype}, more than the archive's "
+                           f"{self.size} bytes")
         raw = self._record(f"data/{key}")
         assert raw is not None
         if raw.size != numel * dtype.itemsize:
-            raise self.err(f"record data/{key} holds {raw.size} bytes, the pickle says {numel} x {dtype}")
+            raise self.err(f"record data/{_show(key)} holds {raw.size} bytes, the pickle says {numel} x {dtype}")
         if self.big_endian and dtype.itemsize > 1:
-            part = dtype.itemsize // 2 if dtype.kind == "c" else dtype.itemsize
-            raw.view(f"u{part}").byteswap(inplace=True)
+            _swap(raw, dtype)
         arr = raw.view(dtype)
+        if self.big_endian and sname == "UntypedStorage":
+            self.untyped_be[id(arr)] = None    # swapped by _rebuild_tensor_v3, which knows the dtype
         self.storages[key] = arr
         return arr
 
@@ -184,19 +227,35 @@ class _Archive:
         if not isinstance(storage, np.ndarray) or storage.ndim != 1:
             raise self.err(f"a tensor's storage is {type(storage).__name__}, not a storage record")
         size, stride = _ints(size, "size"), _ints(stride, "stride")
-        if not isinstance(offset, int) or offset < 0 or len(size) != len(stride) or min(stride, default=0) < 0:
-            raise self.err(f"bad tensor layout: offset {offset!r}, size {size}, stride {stride}")
-        if any(s == 0 for s in size):
+        if (not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= _MAX_DIM
+                or len(size) != len(stride)
+                or len(size) > 32 or min(stride, default=0) < 0 or min(size, default=0) < 0
+                or max(size, default=0) > _MAX_DIM or max(stride, default=0) > _MAX_DIM):
+            raise self.err(f"bad tensor layout: offset {_short(offset)}, size {_short(size)}, stride {_short(stride)}")
+        count = math.prod(size)
+        if count == 0:
             return np.zeros(size, storage.dtype)
         end = offset + sum((n - 1) * st for n, st in zip(size, stride)) + 1
         if end > storage.size:
             raise self.err(f"a tensor (offset {offset}, size {size}, stride {stride}) reaches element {end} "
                            f"of a storage of {storage.size}")
-        count = int(np.prod(size, dtype=np.int64))
-        contiguous = tuple(int(np.prod(size[i + 1:], dtype=np.int64)) for i in range(len(size)))
+        contiguous = tuple(math.prod(size[i + 1:]) for i in range(len(size)))
         if all(st == c for n, st, c in zip(size, stride, contiguous) if n > 1):
             return storage[offset:offset + count].reshape(size)
         item = storage.dtype.itemsize
+        if count > storage.size:
+            # more elements than the storage holds: stride 0 (torch.save of an expand()ed tensor) or
+            # overlapping strides. Materialised, within a budget for the whole archive: a view of a
+            # few bytes could otherwise claim terabytes from whoever copies it.
+            need = count * item
+            if need > self.expand_left:
+                raise self.err(f"a tensor of size {size} with stride {stride} repeats a storage of {storage.size} "
+                               f"elements into {count} ({need} bytes); expanded tensors are read up to "
+                               f"max(the file's size, {_EXPAND_MIN_BUDGET >> 20} MiB) bytes in all")
+            self.expand_left -= need
+            view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=[s * item for s in stride],
+                                                   writeable=False)
+            return np.array(view)
         return np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=[s * item for s in stride],
                                                writeable=False)
 
@@ -209,15 +268,23 @@ class _Archive:
 
     def _rebuild_tensor_v3(self, storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any,
                            backward_hooks: Any, dtype: Any, metadata: Any = None) -> np.ndarray:
-        name = getattr(dtype, "name", "")
+        name = dtype.name if isinstance(dtype, Opaque) else ""
         npd = TORCH_DTYPES.get(name[6:]) if name.startswith("torch.") else None
         if npd is None:
-            raise self.err(f"tensor dtype {name or dtype!r} is not supported")
-        if not isinstance(storage, np.ndarray):
+            raise self.err(f"tensor dtype {_show(name) if name else _short(dtype)} is not supported")
+        if not isinstance(storage, np.ndarray) or storage.ndim != 1:
             raise self.err("a tensor's storage is not a storage record")
         raw = storage.view(np.uint8)
         if raw.size % npd.itemsize:
             raise self.err(f"a storage of {raw.size} bytes viewed as {npd}")
+        if id(storage) in self.untyped_be and npd.itemsize > 1:
+            # a big-endian archive's untyped storage: its bytes are swapped once, for this dtype
+            done = self.untyped_be[id(storage)]
+            if done is None:
+                _swap(raw, npd)
+                self.untyped_be[id(storage)] = npd
+            elif done.itemsize != npd.itemsize or (done.kind == "c") != (npd.kind == "c"):
+                raise self.err(f"a big-endian untyped storage viewed both as {done} and as {npd}")
         return self._strided(raw.view(npd), offset, size, stride)
 
     def _rebuild_parameter(self, data: Any, requires_grad: Any = False, backward_hooks: Any = None,
@@ -239,10 +306,20 @@ class _Archive:
         return self._rebuild_from_type_v2(func, new_type, args, state)
 
 
+_MAX_DIM = 1 << 48             # no tensor dimension or stride beyond this (numpy's limit is near 2**63)
+_EXPAND_MIN_BUDGET = 16 << 20  # bytes of materialised expanded tensors allowed even in a tiny archive
+
+
+def _swap(raw: np.ndarray, dtype: np.dtype) -> None:
+    """Byte-swap ``raw`` (uint8, a big-endian storage) in place, as elements of ``dtype``."""
+    part = dtype.itemsize // 2 if dtype.kind == "c" else dtype.itemsize
+    raw.view(f"u{part}").byteswap(inplace=True)
+
+
 def _ints(v: Any, what: str) -> tuple[int, ...]:
     if isinstance(v, (tuple, list)) and all(isinstance(i, int) and not isinstance(i, bool) for i in v):
         return tuple(v)
-    raise ValueError(f"tensor {what} {v!r:.60} is not a tuple of ints")
+    raise ValueError(f"tensor {what} {_short(v, 60)} is not a tuple of ints")
 
 
 def _size(*args: Any) -> tuple[int, ...]:
@@ -278,12 +355,12 @@ def _find_prefix(path: Path, names: list[str]) -> str:
             f"read: save the model's weights with torch.save(model.state_dict(), FILE) instead")
     prefixes = [n[: -len("data.pkl")] for n in names if n == "data.pkl" or (n.endswith("/data.pkl") and n.count("/") == 1)]
     if not prefixes:
-        shown = ", ".join(names[:6]) + (" ..." if len(names) > 6 else "")
+        shown = ", ".join(_show(n, 80) for n in names[:6]) + (" ..." if len(names) > 6 else "")
         raise ForeignCheckpointError(f"{path}: a zip archive without a data.pkl record, so not a torch.save checkpoint "
                                      f"(it holds: {shown or 'nothing'})")
     if len(prefixes) > 1:
-        raise ForeignCheckpointError(f"{path}: several data.pkl records ({', '.join(prefixes)}): not one torch.save "
-                                     f"checkpoint")
+        shown = ", ".join(_show(p, 80) for p in prefixes[:6]) + (" ..." if len(prefixes) > 6 else "")
+        raise ForeignCheckpointError(f"{path}: several data.pkl records ({shown}): not one torch.save checkpoint")
     return prefixes[0]
 
 
@@ -298,8 +375,8 @@ def read_torch_archive(path: str | Path) -> TorchArchive:
         raise _refuse_non_zip(path, kind)
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-        raise ForeignCheckpointError(f"{path}: a damaged or truncated zip archive ({e})") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error, RuntimeError, MemoryError) as e:
+        raise ForeignCheckpointError(f"{path}: a damaged or truncated zip archive ({_show(str(e))})") from None
     with zf, open(path, "rb") as f:
         prefix = _find_prefix(path, zf.namelist())
         ar = _Archive(path, zf, f, prefix)
@@ -327,18 +404,18 @@ def state_dict(path: str | Path, key: str = "state_dict") -> tuple["OrderedDict[
         sd, where = tree, "the top level"
     else:
         if isinstance(tree, dict):
-            found = "top-level keys: " + ", ".join(repr(k) for k in list(tree)[:30])
+            found = "top-level keys: " + ", ".join(_short(k, 60) for k in list(tree)[:30])
         else:
-            found = f"the top level is {tree!r:.80}"
+            found = f"the top level is {_short(tree)}"
         raise ForeignCheckpointError(f"{path}: no {key!r} entry and not a flat name -> tensor mapping ({found})")
     if not isinstance(sd, dict):
-        raise ForeignCheckpointError(f"{path}: {where} is {sd!r:.80}, not a name -> tensor mapping")
+        raise ForeignCheckpointError(f"{path}: {where} is {_short(sd)}, not a name -> tensor mapping")
     out: OrderedDict[str, np.ndarray] = OrderedDict()
     for k, v in sd.items():
         if not isinstance(k, str):
-            raise ForeignCheckpointError(f"{path}: {where} has a non-string key {k!r:.60}")
+            raise ForeignCheckpointError(f"{path}: {where} has a non-string key {_short(k, 60)}")
         if not isinstance(v, np.ndarray):
-            what = f"a {v.name} object" if isinstance(v, Opaque) else f"a {type(v).__name__}"
-            raise ForeignCheckpointError(f"{path}: {where}[{k!r}] is {what}, not a tensor")
+            what = f"a {_show(v.name)} object" if isinstance(v, Opaque) else f"a {type(v).__name__}"
+            raise ForeignCheckpointError(f"{path}: {where}[{_short(k, 60)}] is {what}, not a tensor")
         out[k] = v
     return out, arch.report

@@ -21,9 +21,12 @@ What happens (reference.py has the name-by-name map):
   4. the run reads the reference's inputs: WavLM layer features at 50 Hz, fed to the
      down-sampler unresampled (audio.native_rate); no null token (``model.null_cond=False``),
      so no classifier-free guidance; the reference's attention mask;
-  5. the motion description comes from ``--data`` (a dataset prepared by data_prep.prepare with
-     this config from the same BVH data; its features must be the reference's, F must match)
-     or ``--scalers`` (the reference's own pickled pipeline and scalers, see reference_data.py);
+  5. the motion description comes from ``--scalers`` (the reference's own pickled pipeline and
+     output scaler, reference_data.py: our pipeline then emits and inverts features in the
+     reference's column order, skeleton, constants and standardization - what the authors'
+     models need) or ``--data`` (a dataset prepared here by data_prep.prepare: OUR feature order
+     and statistics, right only for a network trained on them, e.g. one of ours exported to the
+     reference's layout; the F check cannot tell two orders of the same channels apart);
   6. the workdir is written by the trainer's own code (checkpoint step 0, fresh optimizer), then
      reloaded as generate loads it and compared tensor by tensor.
 Output: WORKDIR/config.json, model_info.json, data/, checkpoints/0/, conversion.json (sources with
@@ -128,15 +131,13 @@ def import_reference(cfg: Any, workdir: str | Path, *, ckpt: str | Path, data: s
         if old != new:
             changed[key] = {"config": old, "checkpoint": new}
     T_steps = int(cfg.diffusion.num_steps)
-    cfg.model.step_table_rows = T_steps
-    cfg.train.cond_dropout = 0.0
-    if "guidance" in cfg.sample:
-        cfg.sample.guidance = 1.0
-    if cfg.audio.feature != "wavlm":
-        changed["audio.feature"] = {"config": cfg.audio.feature, "checkpoint": "wavlm"}
-        cfg.audio.feature = "wavlm"
-    if "native_rate" in cfg.audio:
-        cfg.audio.native_rate = True
+    # What every imported run is: the stored exact step table, no CFG branch (no null token),
+    # WavLM at its own 50 Hz (the reference's input).
+    for key, value in (("model.step_table_rows", T_steps), ("train.cond_dropout", 0.0), ("sample.guidance", 1.0),
+                       ("audio.feature", "wavlm"), ("audio.native_rate", True)):
+        old, new = _set(cfg, key, value)
+        if old != new:
+            changed[key] = {"config": old, "checkpoint": new}
     if not cfg.audio.wavlm_dir:
         imp.notes.append("audio.wavlm_dir is empty: generation needs WavLM converted by data_prep.convert_wavlm "
                          "(--config.audio.wavlm_dir=DIR here, or edit the run's config.json)")
@@ -193,10 +194,11 @@ def _motion_description(cfg, imp: ref_lib.Imported, data, scalers, ckpt: Path):
             cfg, feature_names=list(pipeline.feature_names), audio_feature="wavlm", audio_dim=imp.audio_dim,
             splits={}, skipped=[], source_root=str(scalers), audio_rate=_audio_rate(cfg))
         return None, (manifest, pipeline), f"reference pipeline {pipe_file} and scaler {scaler_file}"
-    data_out = Path(data if data is not None else cfg.data.out)
-    if not str(data if data is not None else cfg.data.out):
-        raise ImportReferenceError("no motion description: give --data=PREPARED_DIR (data_prep.prepare with this config on "
-                           "the reference's BVH data) or --scalers=DIR (the reference's data_pipe / scaler files)")
+    if data is None:
+        raise ImportReferenceError("no motion description: give --scalers=FOLDER (the authors' data_pipe_*fps.sav "
+                                   "and output_scaler.sav: their feature order and statistics) or --data=PREPARED "
+                                   "(a dataset prepared here: our feature order, for networks trained on it)")
+    data_out = Path(data)
     try:
         manifest = manifest_lib.read_manifest(data_out)
     except (manifest_lib.ManifestError, OSError) as e:
@@ -216,6 +218,9 @@ def _motion_description(cfg, imp: ref_lib.Imported, data, scalers, ckpt: Path):
     if A != imp.audio_dim:
         raise ImportReferenceError(f"{ckpt}: the down-sampler reads {imp.audio_dim}-d audio features but {data_out} holds "
                            f"{A}-d {manifest['audio'].get('feature')} (WavLM Base+ 768, Large 1024)")
+    imp.notes.append(f"motion features in the order and statistics of {data_out} (data_prep.prepare), not the "
+                     f"reference's PyMO columns: right for a network trained on them; the authors' checkpoints need "
+                     f"--scalers=FOLDER with their data_pipe and output_scaler files")
     return data_out, manifest, f"prepared dataset {data_out}"
 
 
@@ -319,10 +324,10 @@ def _define_flags():
                                     lock_config=True)
     flags.DEFINE_string("ckpt", None, "the reference's Lightning checkpoint (.ckpt) or a torch.save'd state dict")
     flags.DEFINE_string("workdir", None, "new workdir to write (generate/evaluate use it like a trained run)")
-    flags.DEFINE_string("data", None, "dataset prepared by data_prep.prepare with this config from the same BVH data "
-                        "(default: the config's data.out)")
-    flags.DEFINE_string("scalers", None, "folder with the reference's pickled motion pipeline and scalers (read "
-                        "numbers only), instead of --data")
+    flags.DEFINE_string("scalers", None, "folder with the authors' data_pipe_<fps>fps.sav and output_scaler.sav "
+                        "(read as numbers only): the reference's feature order, skeleton and statistics")
+    flags.DEFINE_string("data", None, "instead of --scalers: a dataset prepared by data_prep.prepare (our feature "
+                        "order and statistics: right only for a network trained on them)")
     flags.DEFINE_boolean("verbose", False, "print tracebacks of errors")
     flags.mark_flags_as_required(["config", "workdir", "ckpt"])
 
@@ -340,7 +345,7 @@ def main(argv: list[str]) -> None:
     for note in summary["notes"]:
         print(f"note: {note}")
     for key, ch in summary["changed"].items():
-        print(f"{key}: {ch['config']} -> {ch['checkpoint']} (from the checkpoint)")
+        print(f"{key}: {ch['config']} -> {ch['checkpoint']} (set for the reference's network)")
     print(f"imported {summary['param_count']:,} parameters into {F.workdir}; generate with: "
           f"python -m gesture_jax.generate --workdir={F.workdir} --audio=AUDIO --out=OUT")
 

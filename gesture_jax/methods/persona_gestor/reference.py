@@ -80,6 +80,17 @@ INVERSE: dict[Callable, Callable] = {
 }
 
 
+# Rank of the reference tensor each conversion takes (layouts are checked before converting, so a
+# tensor of the wrong rank is an error naming it, not a numpy exception).
+RANKS: dict[Callable, Callable[[str], int]] = {
+    _linear_in: lambda name: 2 if name.endswith(".weight") else 1,
+    _conv_in: lambda name: 3,
+    _pointwise_in: lambda name: 3,
+    _depthwise_in: lambda name: 3,
+    _same: lambda name: 2 if name.endswith(("u_bias", "v_bias")) else 1,
+}
+
+
 @dataclass(frozen=True)
 class Entry:
     ref: str                      # name in the reference's state dict (without the prefix)
@@ -156,11 +167,12 @@ def find_prefix(names: Iterable[str], where: str) -> str:
     return hits[0]
 
 
-def infer_depth(names: Iterable[str], prefix: str) -> int:
+def infer_depth(names: Iterable[str], prefix: str, where: str) -> int:
     blocks = {int(n[len(prefix) + 7:].split(".")[0]) for n in names
               if n.startswith(prefix + "blocks.") and n[len(prefix) + 7:].split(".")[0].isdigit()}
     if not blocks or sorted(blocks) != list(range(len(blocks))):
-        raise ReferenceMismatch(f"blocks found: {sorted(blocks)}; expected blocks.0 .. blocks.N-1")
+        raise ReferenceMismatch(f"{where}: blocks found: {sorted(blocks)[:20]}; expected {prefix}blocks.0 .. "
+                                f"blocks.N-1")
     return len(blocks)
 
 
@@ -181,7 +193,7 @@ def read_reference(sd: Mapping[str, np.ndarray], where: str) -> Imported:
     shape checked against the others (the caller checks against the model it builds)."""
     names = list(sd)
     prefix = find_prefix(names, where)
-    depth = infer_depth(names, prefix)
+    depth = infer_depth(names, prefix, where)
     entries = parameter_map(depth)
     wanted = {prefix + e.ref for e in entries} | {prefix + n for n in checked_buffers(depth)}
     buffers_bare = set(SCHEDULE_BUFFERS)  # Lightning keeps the schedule on the LightningModule itself
@@ -201,6 +213,9 @@ def read_reference(sd: Mapping[str, np.ndarray], where: str) -> Imported:
         v = np.asarray(sd[prefix + e.ref])
         if not np.issubdtype(v.dtype, np.floating):
             raise ReferenceMismatch(f"{where}: {prefix + e.ref} has dtype {v.dtype}, expected floating point")
+        if v.ndim != RANKS[e.convert](e.ref):
+            raise ReferenceMismatch(f"{where}: {prefix + e.ref} has shape {v.shape}, expected a "
+                                    f"{RANKS[e.convert](e.ref)}-d tensor")
         arrays[e.ours] = np.ascontiguousarray(e.convert(v.astype(np.float32, copy=False)))
     w_in = np.asarray(sd[prefix + ANCHOR])
     if w_in.ndim != 3:
@@ -253,7 +268,10 @@ def check_buffers(sd: Mapping[str, np.ndarray], prefix: str, depth: int, schedul
         key = f"{prefix}blocks.{i}.attn.0.module.positional_encoding.pe"
         if key not in sd:
             continue
-        ref = np.asarray(sd[key], np.float32).reshape(-1, dim)
+        ref = np.asarray(sd[key], np.float32)
+        if ref.ndim != 3 or ref.shape[0] != 1 or ref.shape[2] != dim:
+            raise ReferenceMismatch(f"{where}: {key} has shape {ref.shape}, expected (1, max_len, {dim})")
+        ref = ref[0]
         n = min(ref.shape[0], pe.shape[0])
         if ref.shape[0] < max_len:
             raise ReferenceMismatch(f"{where}: {key} has {ref.shape[0]} positions; model.max_len is {max_len}")

@@ -514,8 +514,13 @@ def to_motion_pipeline(ref: ReferencePipeline, output_scaler: Any, *, fps: float
     missing = [j for j in ref.selected_joints if j not in sk.names]
     if missing:
         raise ReferenceDataError(f"{src}: selected joint(s) {missing[:5]} are not in the stored skeleton")
+    own = ref.fps if ref.fps else (1.0 / ref.frame_time if ref.frame_time else None)
+    if fps is not None and own and abs(float(fps) - float(own)) > 1e-6 * float(own):
+        raise ReferenceDataError(f"{src}: the reference's pipeline makes {float(own):g} fps features (its root "
+                                 f"deltas and scaler are per frame at that rate) but the model runs at {float(fps):g} "
+                                 f"fps (data.fps): use the data_pipe file of {float(fps):g} fps")
     if fps is None:
-        fps = ref.fps if ref.fps else (1.0 / ref.frame_time if ref.frame_time else None)
+        fps = own
     if not fps:
         raise ReferenceDataError(f"{src}: no DownSampler rate nor template frame time; pass fps")
 
@@ -560,8 +565,10 @@ def to_motion_pipeline(ref: ReferencePipeline, output_scaler: Any, *, fps: float
 def find_reference_files(directory: str | os.PathLike, fps: float | None = None) -> tuple[Path, Path]:
     """(data_pipe file, output_scaler file) in a reference ``feat_*`` folder (or its joint_rot/)."""
     d = Path(directory)
-    cands = ([d / f"data_pipe_{int(fps) if fps and float(fps).is_integer() else fps}fps.sav"] if fps else []) \
-        + sorted(d.glob("data_pipe_*fps.sav")) + [d / "data_pipe.sav", d / "joint_rot" / "data_pipe.sav"]
+    # With the model's fps known, only that rate's file or a rate-less data_pipe.sav (whose DownSampler
+    # rate to_motion_pipeline checks) qualify: another rate's file must not be picked silently.
+    cands = ([d / f"data_pipe_{int(fps) if float(fps).is_integer() else fps}fps.sav"] if fps
+             else sorted(d.glob("data_pipe_*fps.sav"))) + [d / "data_pipe.sav", d / "joint_rot" / "data_pipe.sav"]
     pipe = next((p for p in cands if p.is_file()), None)
     scaler = d / "output_scaler.sav"
     if pipe is None:
@@ -586,7 +593,10 @@ def load_reference_motion_pipeline(pipeline_file: str | os.PathLike, output_scal
     try:
         return to_motion_pipeline(ref, scaler, fps=fps, unselected_pose=unselected_pose)
     except ReferenceDataError as e:
-        if "output scaler" in str(e):
-            raise ReferenceDataError(f"{output_scaler_file}: {e}") from None
+        if "output scaler" in str(e):   # name the scaler file, not the pipeline's
+            msg = str(e)
+            prefix = f"{ref.source}: "
+            raise ReferenceDataError(f"{output_scaler_file}: {msg[len(prefix):] if msg.startswith(prefix) else msg}") \
+                from None
         raise
 
