@@ -91,6 +91,19 @@ def audio_features(bundle, wave: np.ndarray, extractor=None) -> tuple[np.ndarray
     return feats[:want], n
 
 
+def _reference_input_scaler(bundle, opts: SamplingOptions):
+    """The reference's waveform scaler of an imported run, used by its own procedure only."""
+    if not opts.reference_sampling:
+        return None
+    from gesture_jax.methods.persona_gestor import reference_sampling
+    return reference_sampling.input_scaler(bundle)
+
+
+def _reference_window_features(bundle, wave, extractor, scaler):
+    from gesture_jax.methods.persona_gestor import reference_sampling
+    return reference_sampling.window_features(bundle, wave, extractor, scaler)
+
+
 def _check_extractor(bundle, extractor) -> None:
     man = bundle.manifest if isinstance(bundle.manifest, dict) else {}
     audio = man.get("audio") if isinstance(man.get("audio"), dict) else {}
@@ -148,7 +161,9 @@ def generate_motion(bundle, waves: Sequence[np.ndarray] | np.ndarray, opts: Samp
         if wave.shape[0] < MIN_DURATION_S * SAMPLE_RATE:
             raise GenerateError(f"wave {i}: {wave.shape[0] / SAMPLE_RATE:.3f} s of audio; at least "
                                 f"{MIN_DURATION_S} s is needed")
-        f, n = audio_features(bundle, wave, extractor)
+        scaler = _reference_input_scaler(bundle, opts)
+        f, n = (audio_features(bundle, wave, extractor) if scaler is None else
+                _reference_window_features(bundle, wave, extractor, scaler))
         feats.append(f)
         lengths.append(n)
     K = int(opts.num_samples)

@@ -282,8 +282,16 @@ def test_import_with_the_reference_pipeline_files_writes_its_skeleton(stand_ins,
     from gesture_jax.methods.persona_gestor import reference_data as rd
     from test_pg_reference_data import SELECTION, make_motion, make_test_skeleton, write_reference
 
+    import joblib
+    from sklearn.preprocessing import StandardScaler
+
     sk = make_test_skeleton()
     made = write_reference(stand_ins, tmp_path / "ref", make_motion(sk, seed=1), SELECTION)
+    # the reference's waveform scaler: one mean and scale per sample of a 4 s window (64,000)
+    rng = np.random.default_rng(0)
+    windows = rng.normal(size=(3, 64000)) * np.linspace(0.02, 0.2, 64000) + 0.01
+    wave_scaler = StandardScaler().fit(windows)
+    joblib.dump(wave_scaler, made.dir / "input_scaler.sav")
     ref_pipe = rd.load_reference_motion_pipeline(*rd.find_reference_files(made.dir))
     cfg, A = prepared["cfg"], prepared["A"]
     F = len(ref_pipe.feature_names)
@@ -299,6 +307,26 @@ def test_import_with_the_reference_pipeline_files_writes_its_skeleton(stand_ins,
     assert np.isfinite(bvh.frames).all()
     with pytest.raises(Exception, match="motion features, but the model has"):
         import_reference(cfg, tmp_path / "run2", ckpt=_wide_ckpt(cfg, F + 1, A, tmp_path), scalers=made.dir)
+
+    # --reference_sampling: each 4 s window scaled sample by sample and encoded on its own
+    from gesture_jax.audio.features import make_extractor
+    from gesture_jax.methods.persona_gestor import reference_sampling as rs
+    mean, scale = rs.input_scaler(bundle)
+    np.testing.assert_array_equal(scale, wave_scaler.scale_.astype(np.float32))
+    wave = load_audio(wav, 16000)                                   # 6 s: windows [0, 4) s and [4, 8) s
+    ext = make_extractor(bundle.config.audio, 20.0)
+    feats, n = rs.window_features(bundle, wave, ext, (mean, scale))
+    assert n == 120 and feats.shape[0] == 400
+    for k in range(2):
+        seg = np.pad(wave[k * 64000:(k + 1) * 64000], (0, max(0, (k + 1) * 64000 - wave.shape[0])))
+        np.testing.assert_allclose(feats[200 * k:200 * k + 199], ext.native((seg - mean) / scale)[:199],
+                                   rtol=0, atol=1e-5)
+    assert not np.allclose(feats[:199], ext.native(wave[:64000])[:199], atol=1e-3)   # the scaler matters
+    out = generate.generate_motion(bundle, wave, reference_sampling=True, seed=0)[0][0]
+    from gesture_jax.sampling.options import SamplingOptions
+    direct = rs.sample(bundle, [feats], SamplingOptions(reference_sampling=True, seed=0), progress=False)[0][0]
+    assert out.frames.shape[0] == 120 and np.isfinite(out.frames).all()
+    np.testing.assert_allclose(out.frames, bundle.pipeline.inverse(direct[:120]).frames, atol=1e-6)
 
 
 def _wide_ckpt(cfg, F, A, d):

@@ -37,6 +37,7 @@ class InferenceBundle:
     step: int                      # checkpoint step loaded
     used_ema: bool = False
     student: bool = False          # model is the distilled few-step student (sampler "student")
+    workdir: Path | None = None    # the run it was loaded from (files a method keeps beside data/)
 
 
 def _read_json(path: Path) -> Any:
@@ -147,4 +148,4 @@ def load_for_inference(workdir: str | Path, step: int | None = None, use_ema: bo
         from gesture_jax.motion.representations import load_pipeline
         pipeline = load_pipeline(pipe_dir)
     return InferenceBundle(config=cfg, model=model, pipeline=pipeline, manifest=manifest, step=step,
-                           used_ema=used_ema, student=student)
+                           used_ema=used_ema, student=student, workdir=workdir)

@@ -193,7 +193,8 @@ def _motion_description(cfg, imp: ref_lib.Imported, data, scalers, ckpt: Path):
         manifest = manifest_lib.new_manifest(
             cfg, feature_names=list(pipeline.feature_names), audio_feature="wavlm", audio_dim=imp.audio_dim,
             splits={}, skipped=[], source_root=str(scalers), audio_rate=_audio_rate(cfg))
-        return None, (manifest, pipeline), f"reference pipeline {pipe_file} and scaler {scaler_file}"
+        wave_scaler = _input_scaler(cfg, Path(scalers) / "input_scaler.sav", imp)
+        return None, (manifest, pipeline, wave_scaler), f"reference pipeline {pipe_file} and scaler {scaler_file}"
     if data is None:
         raise ImportReferenceError("no motion description: give --scalers=FOLDER (the authors' data_pipe_*fps.sav "
                                    "and output_scaler.sav: their feature order and statistics) or --data=PREPARED "
@@ -222,6 +223,28 @@ def _motion_description(cfg, imp: ref_lib.Imported, data, scalers, ckpt: Path):
                      f"reference's PyMO columns: right for a network trained on them; the authors' checkpoints need "
                      f"--scalers=FOLDER with their data_pipe and output_scaler files")
     return data_out, manifest, f"prepared dataset {data_out}"
+
+
+def _input_scaler(cfg, path: Path, imp: ref_lib.Imported):
+    """The reference's waveform scaler (mean and scale per sample of a model window), or None when
+    the folder has none; its width must be one window of samples."""
+    from gesture_jax.audio.features import SAMPLE_RATE
+    from gesture_jax.foreign.safe_pickle import read_scaler
+
+    if not path.is_file():
+        imp.notes.append(f"no {path.name} beside the pipeline files: --reference_sampling feeds WavLM the "
+                         f"unscaled waveform")
+        return None
+    sc = read_scaler(path)
+    samples = int(round(float(cfg.data.window_s) * SAMPLE_RATE))
+    if sc.n_features != samples:
+        raise ImportReferenceError(f"{path}: a scaler of {sc.n_features} features; the reference's input scaler "
+                                   f"standardizes the {samples} samples of one {cfg.data.window_s:g} s window")
+    mean = np.zeros(samples, np.float32) if sc.mean is None else np.asarray(sc.mean, np.float32)
+    scale = np.ones(samples, np.float32) if sc.scale is None else np.asarray(sc.scale, np.float32)
+    imp.notes.append(f"{path.name}: the waveform scaler, applied per window by --reference_sampling (our samplers "
+                     f"encode the whole file unscaled)")
+    return mean, scale
 
 
 def _audio_rate(cfg) -> float:
@@ -287,10 +310,13 @@ def _write(method, cfg, dims, workdir: Path, data_dir, manifest, imp, table, sum
         loop.copy_data_description(data_dir, workdir)
     else:   # the reference's own pipeline: saved with its feature order, as generate will load it
         from gesture_jax.data.manifest import PIPELINE_DIR
-        manifest, pipeline = manifest
+        from gesture_jax.methods.persona_gestor.reference_sampling import INPUT_SCALER
+        manifest, pipeline, wave_scaler = manifest
         (workdir / "data").mkdir(parents=True, exist_ok=True)
         (workdir / "data" / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         pipeline.save(workdir / "data" / PIPELINE_DIR)
+        if wave_scaler is not None:
+            np.savez(workdir / "data" / INPUT_SCALER, mean=wave_scaler[0], scale=wave_scaler[1])
     extra = {"method": METHOD, "motion_dim": dims.motion_dim, "audio_dim": dims.audio_dim, "seq_len": dims.window,
              "converted_from": summary["sources"]}
     write_stage(method, cfg, dims, "main", workdir, lambda model: fill_model(model, imp.arrays, table), extra,

@@ -12,11 +12,20 @@ What the reference does at inference, and what this reproduces:
 The last window of a file reaches past its end: its audio is padded by repeating the last
 feature frame and its motion is cut at the file's end. How the reference treats a file's
 incomplete last window is not verified here (its test loader's code was not available).
+
+The reference's input scaler. Its data module standardizes every 20 s waveform window sample by
+sample (``input_scaler.sav``: a mean and a scale per sample position, fitted on its training
+windows) before WavLM, which therefore runs on each window on its own. A run imported with that
+file (``data/reference_input_scaler.npz``) gets the same here: ``window_features`` cuts the wave
+into the windows above (the last one zero-padded to a full window), scales each and encodes it
+alone, and lays window k's frames where ``window_audio`` reads them. Our own samplers (fused,
+overlapping windows at any frame) keep one unscaled pass over the whole file.
 """
 from __future__ import annotations
 
 import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -48,6 +57,49 @@ def check_options(bundle, opts: SamplingOptions) -> dict[str, Any]:
     r = windowed.resolve_options(bundle, replace(opts, sampler="ddpm", steps=T, overlap_s=0.0, snap_s=0.0,
                                                  smooth_sigma=0.0, guidance=1.0, reference_sampling=False))
     return {**r, "overlap": 0, "snap": 0, "smooth": 0.0, "procedure": "reference"}
+
+
+INPUT_SCALER = "reference_input_scaler.npz"   # in WORKDIR/data/, written by import_reference --scalers
+
+
+def input_scaler(bundle) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mean [S], scale [S]) of the reference's waveform scaler stored with the run, or None."""
+    wd = getattr(bundle, "workdir", None)
+    path = None if wd is None else Path(wd) / "data" / INPUT_SCALER
+    if path is None or not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return np.asarray(z["mean"], np.float32), np.asarray(z["scale"], np.float32)
+
+
+def window_features(bundle, wave: np.ndarray, extractor, scaler: tuple[np.ndarray, np.ndarray]):
+    """(features, N) like generate.audio_features, for the reference's procedure with its input
+    scaler: window k (motion frames [kW, (k+1)W), samples [k S, (k+1) S), zero-padded) is scaled
+    ((x - mean) / scale, per sample position) and encoded on its own; its frames start at
+    audio_start(kW), the rest of its block repeats its last frame."""
+    from gesture_jax.audio.features import SAMPLE_RATE, feature_rate
+    from gesture_jax.audio.frames import audio_frames_for, audio_start
+
+    cfg = bundle.config
+    fps = float(cfg.data.fps)
+    W = int(round(cfg.data.window_s * fps))
+    mean, scale = scaler
+    S = int(mean.shape[0])
+    if S != int(round(W * SAMPLE_RATE / fps)):
+        raise GenerateError(f"the run's input scaler covers {S} samples but a model window is "
+                            f"{W * SAMPLE_RATE / fps:g}")
+    rate = feature_rate(extractor)
+    n = int(np.floor(wave.shape[0] * fps / SAMPLE_RATE))
+    k = max(1, -(-n // W))
+    ta = audio_frames_for(W, fps, rate)
+    blocks = []
+    for i in range(k):
+        seg = wave[i * S:(i + 1) * S]
+        seg = np.concatenate([seg, np.zeros(S - seg.shape[0], np.float32)]) if seg.shape[0] < S else seg
+        f = np.asarray(extractor.native((seg - mean) / scale), np.float32)[:ta]       # [Ta, A]
+        size = audio_start((i + 1) * W, fps, rate) - audio_start(i * W, fps, rate)
+        blocks.append(np.concatenate([f, np.repeat(f[-1:], size - f.shape[0], axis=0)]) if size > f.shape[0] else f)
+    return np.concatenate(blocks), n
 
 
 def window_audio(feats: np.ndarray, frames: int, window: int, audio_window: int, fps: float,
