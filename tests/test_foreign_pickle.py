@@ -634,3 +634,30 @@ def test_report_and_errors_are_ascii_safe(tmp_path):
     with pytest.raises(ForeignCheckpointError) as e:
         state_dict(p)
     assert str(e.value).isascii() and str(e.value).isprintable()
+
+
+def test_state_dict_reads_only_the_weights_storages(tmp_path, monkeypatch):
+    """A Lightning file also holds the optimizer's moments (twice the weights for AdamW): state_dict
+    never reads their records; read_torch_archive reads everything."""
+    torch = pytest.importorskip("torch")
+    from gesture_jax.foreign import torch_zip
+
+    p = tmp_path / "with_optimizer.ckpt"
+    torch.save({"state_dict": {"w": torch.arange(6.0).reshape(2, 3)},
+                "optimizer_states": [{"state": {0: {"exp_avg": torch.ones(1000), "exp_avg_sq": torch.ones(1000)}}}]},
+               p)
+    read: list[str] = []
+    orig = torch_zip._Archive._record
+
+    def spy(self, name, optional=False):
+        read.append(name)
+        return orig(self, name, optional)
+
+    monkeypatch.setattr(torch_zip._Archive, "_record", spy)
+    sd, _ = torch_zip.state_dict(p)
+    np.testing.assert_array_equal(sd["w"], np.arange(6.0, dtype=np.float32).reshape(2, 3))
+    assert len([n for n in read if n.startswith("data/")]) == 1
+    read.clear()
+    tree = torch_zip.read_torch_archive(p).tree
+    assert len([n for n in read if n.startswith("data/")]) == 3
+    np.testing.assert_array_equal(tree["optimizer_states"][0]["state"][0]["exp_avg"], np.ones(1000, np.float32))

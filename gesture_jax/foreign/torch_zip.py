@@ -10,8 +10,10 @@ else (Lightning's pickled configs, ``functools.partial(torch.optim.AdamW, ...)``
 :class:`~gesture_jax.foreign.safe_pickle.Opaque` record listed in the report: nothing in the file
 is imported or run, so unlike ``torch.load(weights_only=True)`` this reads real Lightning files.
 
-Memory: each storage is read once, straight from the file into one numpy buffer, when its first
-tensor is rebuilt; tensors viewing the same storage share it (contiguous ones as writable views,
+Memory: storages are read lazily. Unpickling only records each tensor's storage and layout; a
+storage is read (once, straight from the file into one numpy buffer) when a tensor that views it
+is asked for, so ``state_dict`` reads the weights and never the optimizer's moments a Lightning
+checkpoint also holds (twice the weights for AdamW). Tensors viewing the same storage share it (contiguous ones as writable views,
 strided ones as read-only ``as_strided`` views), so a checkpoint costs its size in RAM once. That
 holds for crafted files too: records must be stored (torch never compresses them), each record's
 bytes must lie inside the file, and no two records read may overlap (a central directory naming
@@ -35,7 +37,7 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
@@ -93,12 +95,33 @@ class TorchArchive:
     path: str
 
 
+@dataclass(eq=False)
+class _LazyStorage:
+    """A storage named by data.pkl, not read yet."""
+    key: str
+    dtype: np.dtype
+    numel: int
+    untyped: bool
+
+
+@dataclass(eq=False)
+class _LazyTensor:
+    """A tensor of data.pkl, not read yet: its storage and layout (view_dtype: the torch dtype a
+    ``_rebuild_tensor_v3`` views an untyped storage as)."""
+    storage: _LazyStorage
+    offset: Any
+    size: Any
+    stride: Any
+    view_dtype: Any = None
+
+
 class _Archive:
-    """One open torch.save zip: records read by name, storages cached by key."""
+    """One open torch.save zip: records read by name, storages read on demand and cached by key."""
 
     def __init__(self, path: Path, zf: zipfile.ZipFile, f: BinaryIO, prefix: str):
         self.path, self.zf, self.f, self.prefix = path, zf, f, prefix
-        self.storages: dict[str, np.ndarray] = {}
+        self.storages: dict[str, np.ndarray] = {}          # storages read, by key
+        self.lazy: dict[str, _LazyStorage] = {}            # storages named by data.pkl, by key
         self.size = f.seek(0, 2)                        # the archive's size in bytes
         self.spans: list[tuple[int, int, str]] = []     # (start, end, name) of every record read, sorted
         self.read_total = 0                             # bytes of records read so far
@@ -170,8 +193,8 @@ class _Archive:
         self.spans.insert(i, (start, end, rec))
 
     # ------------------------------------------------------------ pickle hooks
-    def persistent_load(self, pid: Any) -> np.ndarray:
-        """('storage', storage_type, key, location, numel) -> the storage as a 1-d array."""
+    def persistent_load(self, pid: Any) -> _LazyStorage:
+        """('storage', storage_type, key, location, numel) -> the storage, to be read when used."""
         if not (isinstance(pid, tuple) and len(pid) == 5 and isinstance(pid[0], str) and pid[0] == "storage"):
             raise self.err(f"unsupported persistent id in data.pkl: {_short(pid)}")
         _, stype, key, _location, numel = pid
@@ -184,23 +207,58 @@ class _Archive:
         dtype = STORAGE_DTYPES[sname]
         if dtype is None:
             raise self.err(f"storage type {sname} needs the ml_dtypes package")
-        if key in self.storages:
-            arr = self.storages[key]
-            return arr if arr.dtype == dtype else arr.view(np.uint8).view(dtype)
         if numel * dtype.itemsize > self.size:
             raise self.err(f"storage {_show(key)} claims {_short(numel)} x {dtype}, more than the archive's "
                            f"{self.size} bytes")
+        lazy = self.lazy.get(key)
+        if lazy is None or lazy.dtype != dtype or lazy.numel != numel:
+            lazy = _LazyStorage(key, dtype, numel, sname == "UntypedStorage")
+            self.lazy.setdefault(key, lazy)
+        return lazy
+
+    def _storage(self, st: _LazyStorage) -> np.ndarray:
+        """The storage's elements, read from its record on first use."""
+        key, dtype = st.key, st.dtype
+        if key in self.storages:
+            arr = self.storages[key]
+            return arr if arr.dtype == dtype else arr.view(np.uint8).view(dtype)
         raw = self._record(f"data/{key}")
         assert raw is not None
-        if raw.size != numel * dtype.itemsize:
-            raise self.err(f"record data/{_show(key)} holds {raw.size} bytes, the pickle says {numel} x {dtype}")
+        if raw.size != st.numel * dtype.itemsize:
+            raise self.err(f"record data/{_show(key)} holds {raw.size} bytes, the pickle says {st.numel} x {dtype}")
         if self.big_endian and dtype.itemsize > 1:
             _swap(raw, dtype)
         arr = raw.view(dtype)
-        if self.big_endian and sname == "UntypedStorage":
+        if self.big_endian and st.untyped:
             self.untyped_be[id(arr)] = None    # swapped by _rebuild_tensor_v3, which knows the dtype
         self.storages[key] = arr
         return arr
+
+    def materialize(self, obj: Any) -> Any:
+        """obj with every _LazyTensor in it (containers and Opaque records included) read as an array."""
+        if isinstance(obj, _LazyTensor):
+            return self._tensor(obj)
+        if isinstance(obj, OrderedDict):
+            return OrderedDict((k, self.materialize(v)) for k, v in obj.items())
+        if isinstance(obj, dict):
+            return {k: self.materialize(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [self.materialize(v) for v in obj]
+        if isinstance(obj, tuple):
+            return tuple(self.materialize(v) for v in obj)
+        if isinstance(obj, Opaque):
+            obj.args = self.materialize(obj.args)
+            obj.kwargs = self.materialize(obj.kwargs)
+            obj.state = self.materialize(obj.state)
+            obj.items = self.materialize(obj.items)
+            obj.setitems = self.materialize(obj.setitems)
+        return obj
+
+    def _tensor(self, t: _LazyTensor) -> np.ndarray:
+        storage = self._storage(t.storage)
+        if t.view_dtype is None:
+            return self._strided(storage, t.offset, t.size, t.stride)
+        return self._view_untyped(storage, t.offset, t.size, t.stride, t.view_dtype)
 
     def handlers(self) -> dict[str, Any]:
         h: dict[str, Any] = {
@@ -259,15 +317,23 @@ class _Archive:
         return np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=[s * item for s in stride],
                                                writeable=False)
 
-    def _rebuild_tensor(self, storage: Any, offset: Any, size: Any, stride: Any) -> np.ndarray:
-        return self._strided(storage, offset, size, stride)
+    def _lazy(self, storage: Any, offset: Any, size: Any, stride: Any, view_dtype: Any = None) -> _LazyTensor:
+        if not isinstance(storage, _LazyStorage):
+            raise self.err(f"a tensor's storage is {type(storage).__name__}, not a storage record")
+        return _LazyTensor(storage, offset, size, stride, view_dtype)
+
+    def _rebuild_tensor(self, storage: Any, offset: Any, size: Any, stride: Any) -> _LazyTensor:
+        return self._lazy(storage, offset, size, stride)
 
     def _rebuild_tensor_v2(self, storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any = False,
-                           backward_hooks: Any = None, metadata: Any = None) -> np.ndarray:
-        return self._strided(storage, offset, size, stride)
+                           backward_hooks: Any = None, metadata: Any = None) -> _LazyTensor:
+        return self._lazy(storage, offset, size, stride)
 
     def _rebuild_tensor_v3(self, storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any,
-                           backward_hooks: Any, dtype: Any, metadata: Any = None) -> np.ndarray:
+                           backward_hooks: Any, dtype: Any, metadata: Any = None) -> _LazyTensor:
+        return self._lazy(storage, offset, size, stride, view_dtype=dtype)
+
+    def _view_untyped(self, storage: np.ndarray, offset: Any, size: Any, stride: Any, dtype: Any) -> np.ndarray:
         name = dtype.name if isinstance(dtype, Opaque) else ""
         npd = TORCH_DTYPES.get(name[6:]) if name.startswith("torch.") else None
         if npd is None:
@@ -292,7 +358,7 @@ class _Archive:
         return data                      # nn.Parameter -> its array
 
     def _rebuild_from_numpy(self, data: Any, dtype: Any = None, device: Any = None, requires_grad: Any = False) -> Any:
-        if not isinstance(data, np.ndarray):
+        if not isinstance(data, (np.ndarray, _LazyTensor)):
             raise self.err("_rebuild_device_tensor_from_numpy without an array")
         return data
 
@@ -364,9 +430,8 @@ def _find_prefix(path: Path, names: list[str]) -> str:
     return prefixes[0]
 
 
-def read_torch_archive(path: str | Path) -> TorchArchive:
-    """The object a ``torch.save`` zip archive (a Lightning .ckpt, a .pt/.pth) holds, tensors as numpy
-    arrays and every other class an Opaque record; nothing in the file is executed."""
+def _read(path: str | Path, pick: Callable[[Path, Any], Any]) -> tuple[Any, list[str]]:
+    """Unpickle data.pkl (tensors as _LazyTensor) and read the tensors in ``pick(path, tree)``."""
     path = Path(path)
     if not path.is_file():
         raise ForeignCheckpointError(f"{path}: no such file; expected a torch.save / Lightning checkpoint")
@@ -385,37 +450,54 @@ def read_torch_archive(path: str | Path) -> TorchArchive:
         tree, report = restricted_load(pkl.tobytes(), mode="placeholder", source=f"{path} ({prefix}data.pkl)",
                                        persistent_load=ar.persistent_load,
                                        handlers={**ar.handlers(), **ar.dtype_markers()})
+        return ar.materialize(pick(path, tree)), report
+
+
+def read_torch_archive(path: str | Path) -> TorchArchive:
+    """The object a ``torch.save`` zip archive (a Lightning .ckpt, a .pt/.pth) holds, tensors as numpy
+    arrays and every other class an Opaque record; nothing in the file is executed. Reads every
+    tensor: ``state_dict`` reads only the weights."""
+    tree, report = _read(path, lambda p, t: t)
     return TorchArchive(tree=tree, report=report, path=str(path))
+
+
+def _is_tensor(v: Any) -> bool:
+    return isinstance(v, (np.ndarray, _LazyTensor))
 
 
 def _is_flat_tensor_map(tree: Any) -> bool:
     return (isinstance(tree, dict) and len(tree) > 0 and all(isinstance(k, str) for k in tree)
-            and all(isinstance(v, np.ndarray) for v in tree.values()))
+            and all(_is_tensor(v) for v in tree.values()))
+
+
+def _pick_state_dict(key: str) -> Callable[[Path, Any], Any]:
+    def pick(path: Path, tree: Any) -> Any:
+        if isinstance(tree, dict) and key in tree:
+            sd, where = tree[key], f"{key!r}"
+        elif _is_flat_tensor_map(tree):
+            sd, where = tree, "the top level"
+        else:
+            if isinstance(tree, dict):
+                found = "top-level keys: " + ", ".join(_short(k, 60) for k in list(tree)[:30])
+            else:
+                found = f"the top level is {_short(tree)}"
+            raise ForeignCheckpointError(f"{path}: no {key!r} entry and not a flat name -> tensor mapping ({found})")
+        if not isinstance(sd, dict):
+            raise ForeignCheckpointError(f"{path}: {where} is {_short(sd)}, not a name -> tensor mapping")
+        out: OrderedDict[str, Any] = OrderedDict()
+        for k, v in sd.items():
+            if not isinstance(k, str):
+                raise ForeignCheckpointError(f"{path}: {where} has a non-string key {_short(k, 60)}")
+            if not _is_tensor(v):
+                what = f"a {_show(v.name)} object" if isinstance(v, Opaque) else f"a {type(v).__name__}"
+                raise ForeignCheckpointError(f"{path}: {where}[{_short(k, 60)}] is {what}, not a tensor")
+            out[k] = v
+        return out
+    return pick
 
 
 def state_dict(path: str | Path, key: str = "state_dict") -> tuple["OrderedDict[str, np.ndarray]", list[str]]:
     """(name -> array, report) of a checkpoint: ``tree[key]`` of a Lightning .ckpt, or the tree itself
-    when it is a flat name -> tensor mapping (``torch.save(model.state_dict(), FILE)``)."""
-    arch = read_torch_archive(path)
-    tree = arch.tree
-    if isinstance(tree, dict) and key in tree:
-        sd, where = tree[key], f"{key!r}"
-    elif _is_flat_tensor_map(tree):
-        sd, where = tree, "the top level"
-    else:
-        if isinstance(tree, dict):
-            found = "top-level keys: " + ", ".join(_short(k, 60) for k in list(tree)[:30])
-        else:
-            found = f"the top level is {_short(tree)}"
-        raise ForeignCheckpointError(f"{path}: no {key!r} entry and not a flat name -> tensor mapping ({found})")
-    if not isinstance(sd, dict):
-        raise ForeignCheckpointError(f"{path}: {where} is {_short(sd)}, not a name -> tensor mapping")
-    out: OrderedDict[str, np.ndarray] = OrderedDict()
-    for k, v in sd.items():
-        if not isinstance(k, str):
-            raise ForeignCheckpointError(f"{path}: {where} has a non-string key {_short(k, 60)}")
-        if not isinstance(v, np.ndarray):
-            what = f"a {_show(v.name)} object" if isinstance(v, Opaque) else f"a {type(v).__name__}"
-            raise ForeignCheckpointError(f"{path}: {where}[{_short(k, 60)}] is {what}, not a tensor")
-        out[k] = v
-    return out, arch.report
+    when it is a flat name -> tensor mapping (``torch.save(model.state_dict(), FILE)``). Only these
+    tensors' storages are read (not the optimizer states a Lightning file also holds)."""
+    return _read(path, _pick_state_dict(key))
