@@ -49,7 +49,7 @@ def write_checkpoint(path: Path, motion_dim: int, audio_dim: int) -> int:
     sd = R.export_state_dict(flat, int(cfg.model.depth), diffusion.make_schedule(cfg.diffusion), 400)
     n = sum(int(v.size) for k, v in flat.items())
     del flat
-    tsd = OrderedDict((k, torch.from_numpy(np.ascontiguousarray(v))) for k, v in sd.items())
+    tsd = OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in sd.items())   # writable copies
     del sd
     torch.save({"epoch": 1, "global_step": 1, "state_dict": tsd,
                 "hyper_parameters": {"optimizer": functools.partial(torch.optim.AdamW, lr=2e-4)}}, path)

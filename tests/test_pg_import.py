@@ -387,3 +387,26 @@ def test_stream_and_reference_sampling_together_is_one_line(imported, tmp_path):
                         "--audio=x.wav", f"--out={tmp_path}", "--stream", "--reference_sampling"],
                        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     assert r.returncode == 2 and "choose one" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_training_continues_from_an_imported_run(imported, tmp_path):
+    """The imported checkpoint holds weights only (no optimizer state: 2x the weights at the 934M
+    shape); train resumes from it with a fresh optimizer and starts from the imported weights."""
+    import shutil
+
+    from gesture_jax.training import inference, loop
+    run = tmp_path / "run"
+    shutil.copytree(imported["run"], run)
+    items = {p.name for p in (run / "checkpoints" / "0").iterdir() if p.is_dir()}
+    assert {"params", "model_state", "meta"} <= items and "opt_state" not in items
+    cfg = inference.load_config(run)
+    with cfg.unlocked():
+        cfg.train.num_steps, cfg.train.checkpoint_every, cfg.train.batch_size = 1, 1, 2
+        cfg.train.eval_every, cfg.train.log_every = 0, 1
+    loop.train(cfg, run, progress=False)
+    after = inference.load_for_inference(run)
+    before = inference.load_for_inference(imported["run"])
+    assert after.step == 1
+    w0 = np.asarray(before.model.final.out.kernel[...])
+    w1 = np.asarray(after.model.final.out.kernel[...])
+    assert 0 < np.abs(w1 - w0).max() < 0.05       # one AdamW step away from the imported weights

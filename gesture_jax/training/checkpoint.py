@@ -152,14 +152,18 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())
 
-    def save(self, state: TrainState, data_state: Any | None = None, force: bool = True) -> bool:
-        """Start saving ``state`` (its step is the checkpoint's name). Returns whether it saves."""
+    def save(self, state: TrainState, data_state: Any | None = None, force: bool = True,
+             weights_only: bool = False) -> bool:
+        """Start saving ``state`` (its step is the checkpoint's name). Returns whether it saves.
+        weights_only: no optimizer state (runs converted from other frameworks: training from such
+        a checkpoint starts a fresh optimizer, see ``restore``)."""
         step = int(jax.device_get(state.step))
         items: dict[str, Any] = {
             "params": ocp.args.StandardSave(state.params),
-            "opt_state": ocp.args.StandardSave(state.opt_state),
             "meta": ocp.args.StandardSave({"step": state.step, "rng": state.rng}),
         }
+        if not weights_only:
+            items["opt_state"] = ocp.args.StandardSave(state.opt_state)
         if _has_leaves(state.ema):
             items["ema"] = ocp.args.StandardSave(state.ema)
         if _has_leaves(state.model_state):
@@ -182,9 +186,10 @@ class Checkpointer:
         present = set(self.item_names(step))
         items: dict[str, Any] = {
             "params": ocp.args.StandardRestore(abstract_state.params),
-            "opt_state": ocp.args.StandardRestore(abstract_state.opt_state),
             "meta": ocp.args.StandardRestore({"step": abstract_state.step, "rng": abstract_state.rng}),
         }
+        if "opt_state" in present:    # absent: a weights-only (imported) checkpoint; opt_state comes back None
+            items["opt_state"] = ocp.args.StandardRestore(abstract_state.opt_state)
         for name, tree in (("ema", abstract_state.ema), ("model_state", abstract_state.model_state)):
             if _has_leaves(tree):
                 if name not in present:
@@ -202,7 +207,7 @@ class Checkpointer:
                 f"cannot restore {self.directory / str(step)} into the current model/optimizer "
                 f"(did the model or train config change?): {e}") from e
         state = abstract_state.replace(
-            step=r["meta"]["step"], rng=r["meta"]["rng"], params=r["params"], opt_state=r["opt_state"],
+            step=r["meta"]["step"], rng=r["meta"]["rng"], params=r["params"], opt_state=r.get("opt_state"),
             ema=r["ema"] if "ema" in items else None,
             model_state=r["model_state"] if "model_state" in items else abstract_state.model_state)
         return state, (r["data"] if want_data else None)

@@ -1,9 +1,11 @@
 """Runs whose weights come from elsewhere: a converted checkpoint written as the trainer would.
 
 Importers of authors' released weights (methods/kucherenko/convert.py, methods/persona_gestor/
-import_reference.py) build the trainer's own TrainState (fresh optimizer, step 0), put the
-converted arrays into it and save it with the trainer's Checkpointer, so generate, evaluate,
-fine-tuning (train resumes from step 0) and checksum verification treat the run like one we trained.
+import_reference.py) build the trainer's own TrainState (step 0), put the converted arrays into
+it and save it with the trainer's Checkpointer, weights only (the optimizer state would double
+the checkpoint, 7.5 GB more at the 934M shape, and write nothing useful): generate, evaluate and
+checksum verification treat the run like one we trained; train continues from it (step 0) with a
+fresh optimizer state.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Any, Callable
 
 def write_stage(method: Any, cfg: Any, dims: Any, stage: str, workdir: Path,
                 fill: Callable[[Any], None], extra: dict[str, Any], *, fills_everything: bool = False) -> None:
-    """One stage's Orbax checkpoint (step 0, fresh optimizer) and model_info.json, built by the
+    """One stage's Orbax checkpoint (step 0, weights only) and model_info.json, built by the
     trainer's own state/checkpoint code; ``fill(model)`` writes the converted weights into a freshly
     built model (parameters and non-parameter state such as BatchNorm statistics).
     fills_everything: ``fill`` sets every parameter and statistic, so the model it fills is built
@@ -32,8 +34,10 @@ def write_stage(method: Any, cfg: Any, dims: Any, stage: str, workdir: Path,
     model_fn = lambda rngs: method.build_model(stage_cfg, dims, stage, rngs)
     mesh = mesh_lib.make_mesh(cfg.mesh.shape)
     rules = shd.rules_from_config(cfg.mesh)
-    state, shardings, _, _, _ = state_lib.create_train_state(model_fn, stage_cfg.train, int(cfg.seed), mesh, rules,
-                                                             int(cfg.mesh.get("min_shard_size", 0)))
+    # The trainer's state layout without initialising it (a random 934M model and its AdamW moments
+    # would take ~11 GB for nothing: the weights come from the file, the optimizer state is not kept).
+    abstract, shardings, _, _, _, _ = state_lib.abstract_train_state(model_fn, stage_cfg.train, int(cfg.seed), mesh,
+                                                                     rules, int(cfg.mesh.get("min_shard_size", 0)))
     model = (state_lib.abstract_model(model_fn, int(cfg.seed)) if fills_everything
              else model_fn(nnx.Rngs(int(cfg.seed))))
     fill(model)
@@ -49,15 +53,17 @@ def write_stage(method: Any, cfg: Any, dims: Any, stage: str, workdir: Path,
             lambda k, t, s: jax.device_put(jnp.asarray(new[jax.tree_util.keystr(k)], t.dtype), s),
             target, target_shardings)
 
-    params = onto(params, state.params, shardings.params, "params")
-    model_state = onto(model_state, state.model_state, shardings.model_state, "model_state")
-    state = state.replace(params=params, model_state=model_state,
-                          ema=jax.tree_util.tree_map(lambda x: x.copy(), params) if state.ema is not None else None)
+    params = onto(params, abstract.params, shardings.params, "params")
+    model_state = onto(model_state, abstract.model_state, shardings.model_state, "model_state")
+    state = state_lib.TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, opt_state=None,
+        ema=jax.tree_util.tree_map(lambda x: x.copy(), params) if abstract.ema is not None else None,
+        model_state=model_state, rng=jax.random.PRNGKey(int(cfg.seed) + 1))   # as state._make_init
     run_dir = method.stage_dir(workdir, stage)
     ck = ckpt_lib.Checkpointer(run_dir / "checkpoints", keep=int(stage_cfg.train.keep_checkpoints), async_save=False,
                                writer=True)   # as the trainer: the step gets checksums.json under a checksum policy
     try:
-        ck.save(state)
+        ck.save(state, weights_only=True)   # no optimizer state: ~2x the weights, created afresh by train
         ck.wait()
     finally:
         ck.close()

@@ -233,6 +233,10 @@ def run_training(cfg: ml_collections.ConfigDict, workdir: str | Path, *, model_f
     restored = ckpt.restore_verified(abstract, say=_say) if resume_step is not None else None
     if restored is not None:
         state, data_state, resume_step = restored
+        if state.opt_state is None:   # a weights-only checkpoint (an imported run): a fresh optimizer
+            state = state.replace(opt_state=jax.jit(tx.init, out_shardings=shardings.opt_state)(state.params))
+            _say(f"{ckpt.directory / str(resume_step)} holds weights only (an imported run): training starts "
+                 f"a fresh optimizer state")
     else:
         state, _, _, _, _ = state_lib.create_train_state(model_fn, tc, int(cfg.seed), mesh, rules, min_size)
         if init_weights is not None:

@@ -57,7 +57,7 @@ The reference frame vs ours
 Output (what ``python -m gesture_jax.train`` would write): WORKDIR/config.json (the config with
 kucherenko.{use_autoencoder, code_dim, width, context, recurrent_activation} from the files),
 data/ (manifest + motion pipeline), stages/<stage>/checkpoints/0/ (Orbax, the trainer's TrainState
-with a fresh optimizer), stages/<stage>/model_info.json and conversion.json (sources, sha256, every
+weights only: train starts a fresh optimizer), stages/<stage>/model_info.json and conversion.json (sources, sha256, every
 decision above). The result is loaded back and compared before the command reports success.
 Training further in such a workdir reads the normalization of data.out, not the reference's.
 """
