@@ -30,10 +30,10 @@ DEFAULT_STEPS = {"ddim": 50, "dpm-solver++": 20}  # ddpm: every training step (t
 def audio_rate(bundle) -> float:
     """Frames/s of the audio features the bundle's model was trained on (its manifest's audio.rate;
     the motion rate for runs prepared before audio could keep its own rate)."""
-    fps = float(bundle.config.data.fps)
+    from gesture_jax.data.manifest import audio_rate as manifest_audio_rate
+
     m = bundle.manifest if isinstance(getattr(bundle, "manifest", None), dict) else {}
-    audio = m.get("audio") if isinstance(m.get("audio"), dict) else {}
-    return float(audio.get("rate", fps))
+    return manifest_audio_rate({"fps": float(bundle.config.data.fps), **m})
 
 
 def resolve_options(bundle, opts: SamplingOptions) -> dict[str, Any]:

@@ -128,6 +128,7 @@ def sample(bundle, features: Sequence[np.ndarray], opts: SamplingOptions, *, pro
     from tqdm import tqdm
 
     from gesture_jax.audio.frames import motion_frames_covered
+    from gesture_jax.models.diffusion import make_schedule
     from gesture_jax.sampling import samplers, windowed
 
     r = check_options(bundle, opts)
@@ -139,7 +140,7 @@ def sample(bundle, features: Sequence[np.ndarray], opts: SamplingOptions, *, pro
     counts = [-(-n // W) for n in lengths]
     model = bundle.model
     cfg = bundle.config
-    ab = np.asarray(samplers.betas_to_alphas_cumprod(_betas(cfg)), np.float64)
+    ab = np.asarray(make_schedule(cfg.diffusion).alphas_cumprod, np.float64)   # as the windowed sampler
     coeffs = samplers.sampler_coefficients(ab, "ddpm", int(cfg.diffusion.num_steps))
     graphdef, state = nnx.split(model)
     ab_j = jnp.asarray(ab, jnp.float32)
@@ -174,12 +175,6 @@ def sample(bundle, features: Sequence[np.ndarray], opts: SamplingOptions, *, pro
         borders.append(np.arange(1, c) * W)
         i += c
     return timelines, borders
-
-
-def _betas(cfg) -> np.ndarray:
-    from gesture_jax.models import diffusion
-    d = cfg.diffusion
-    return diffusion.make_betas(d.schedule, int(d.num_steps), float(d.beta_start), float(d.beta_end))
 
 
 _BAR: list[Any] = [None]
