@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
+
+from gesture_jax import storage
 
 NAME_PATTERNS: dict[str, re.Pattern] = {
     "beat": re.compile(r"^(?P<speaker>\d+)_(?P<name>[A-Za-z]+)_\d+_\d+_\d+(_\d+)*$"),
@@ -61,7 +63,7 @@ class SourcePair:
 
 @dataclass
 class Discovery:
-    root: Path
+    root: storage.Path
     pairs: list[SourcePair]
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
 
@@ -70,19 +72,21 @@ def _natural_key(s: str) -> list:
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", s)]
 
 
-def discover(dataset: str, root: str | Path) -> Discovery:
-    """Pair every BVH with the WAV of the same stem under ``root`` (see module docstring)."""
+def discover(dataset: str, root: str | os.PathLike) -> Discovery:
+    """Pair every BVH with the WAV of the same stem under ``root``, a local folder or a
+    bucket (``gs://...``) (see module docstring)."""
     if dataset not in NAME_PATTERNS:
         raise ValueError(f"data.dataset={dataset!r} is not one of {sorted(NAME_PATTERNS)}")
-    root = Path(root)
+    root = storage.path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data.root {root} is not a folder")
+    remote = storage.is_remote(root)
     pattern = NAME_PATTERNS[dataset]
     found: dict[str, dict[str, list[str]]] = {}
     skipped: list[dict[str, str]] = []
-    for p in sorted(root.rglob("*")):
+    for p in storage.walk_files(root):  # one listing per folder (a bucket has no rglob)
         ext = p.suffix.lower()
-        if ext not in (MOTION_EXT, AUDIO_EXT) or not p.is_file():
+        if ext not in (MOTION_EXT, AUDIO_EXT) or not (remote or p.is_file()):  # locally: no broken links
             continue
         rel = p.relative_to(root).as_posix()
         if not pattern.match(p.stem):

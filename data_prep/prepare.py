@@ -44,6 +44,13 @@ everything and writes the same bytes).
 
 WavLM features on a GPU: every worker process loads the encoder, so use
 ``--config.data.num_workers=1`` there (workers do not preallocate GPU memory).
+
+Buckets: ``data.root`` and ``data.out`` may each be a local folder or a bucket URL
+(``gs://...``, through ``gesture_jax.storage``; several machines then share ``data.out``
+without a shared disk). Every file above is still written whole: on a bucket an object
+appears only once its upload completes, so files are written under their final names
+(no renames: a bucket has none), and each completion marker (``<id>.json``,
+``motion_pipeline/pipeline.json``, ``manifest.json``) is written after what it marks.
 """
 from __future__ import annotations
 
@@ -55,7 +62,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 import sys
 import time
-from pathlib import Path
+from pathlib import Path as LocalPath
 from typing import Any, Callable, Sequence
 
 import ml_collections
@@ -64,8 +71,9 @@ import numpy as np
 from data_prep import datasets, stats_io
 from gesture_jax.data import manifest as manifest_lib
 from gesture_jax.data import records, shards
-from gesture_jax import errors
+from gesture_jax import errors, storage
 from gesture_jax.errors import UserError
+from gesture_jax.storage import Path
 
 # data.* keys that do not change the prepared bytes (paths, training-time reading options)
 _NOT_FINGERPRINTED = {"root", "out", "num_workers", "random_crop_s", "grain_workers", "prefetch",
@@ -142,11 +150,11 @@ def _init_worker(cfg_dict: dict, out: str) -> None:
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     _STATE.clear()
     _STATE["cfg"] = ml_collections.ConfigDict(cfg_dict)
-    _STATE["out"] = Path(out)
+    _STATE["out"] = storage.path(out)
 
 
 def _root() -> Path:
-    return Path(_STATE["cfg"].data.root)
+    return storage.path(_STATE["cfg"].data.root)
 
 
 def _unfitted_pipeline():
@@ -248,7 +256,7 @@ class _Workers:
     def __init__(self, cfg: ml_collections.ConfigDict, out: Path, max_jobs: int, progress: bool):
         n = cfg.data.num_workers or os.cpu_count() or 1
         self.n = max(1, min(n, max_jobs))
-        self.args = (cfg.to_dict(), str(out))
+        self.args = (cfg.to_dict(), os.fspath(out))
         self.progress = progress
         self.pool = None
         if self.n == 1:
@@ -307,8 +315,15 @@ def _wait_for(paths: Callable[[], list[Path]], what: str, wait_s: float) -> None
 
 # ------------------------------------------------------------------------------- stages
 
+def _pipeline_saved(out: Path) -> bool:
+    """Whether stage 3's result is complete: pipeline.json is written last (and locally the
+    folder appears whole, by a rename)."""
+    return (out / manifest_lib.PIPELINE_DIR / "pipeline.json").is_file()
+
+
 def fit_pipeline(cfg: ml_collections.ConfigDict, out: Path, train: Sequence[datasets.SourcePair]):
-    """Stage 3: fit on every readable training file's stats; saved once (atomic folder).
+    """Stage 3: fit on every readable training file's stats; saved once (atomic folder;
+    on a bucket: written in place, pipeline.json last, see :func:`_pipeline_saved`).
 
     Files are merged in natural order; the first defines the skeleton/feature layout and a
     file whose layout differs (another skeleton) is skipped with the reason (it would also
@@ -317,7 +332,7 @@ def fit_pipeline(cfg: ml_collections.ConfigDict, out: Path, train: Sequence[data
     from gesture_jax.motion.pipeline import MotionPipelineError, merge_stats
     from gesture_jax.motion.representations import load_pipeline, pipeline_from_config
     dst = out / manifest_lib.PIPELINE_DIR
-    if dst.is_dir():
+    if _pipeline_saved(out):
         return load_pipeline(dst)
     total = None
     for p in train:
@@ -339,13 +354,17 @@ def fit_pipeline(cfg: ml_collections.ConfigDict, out: Path, train: Sequence[data
                            f"(see {_work(out) / 'stats'} for the reasons)")
     pipe = pipeline_from_config(cfg.data)
     pipe.fit_from_stats([total])
+    if storage.is_remote(out):
+        # no rename on a bucket: save in place (pipeline.json last). Machines that fit at the
+        # same time write the same bytes (the same stats in the same order).
+        pipe.save(dst)
+        return load_pipeline(dst)
     tmp = out / f"{manifest_lib.PIPELINE_DIR}.tmp-{os.getpid()}"
     pipe.save(tmp)
     try:
         os.rename(tmp, dst)
     except OSError:  # another machine saved the same fit first
-        import shutil
-        shutil.rmtree(tmp, ignore_errors=True)
+        storage.remove_tree(tmp)
     return load_pipeline(dst)
 
 
@@ -401,11 +420,16 @@ def assemble(cfg: ml_collections.ConfigDict, out: Path, disc: datasets.Discovery
     skipped.sort(key=lambda s: s["path"])
     m = manifest_lib.new_manifest(cfg, feature_names=list(pipe.feature_names), audio_feature=audio_name,
                                   audio_dim=audio_dim, splits=split_info, skipped=skipped,
-                                  source_root=str(Path(cfg.data.root).resolve()), audio_rate=audio_rate)
+                                  source_root=_source_root(cfg.data.root), audio_rate=audio_rate)
     if command := command or (old or {}).get("prepare_command"):
         m["prepare_command"] = command
     manifest_lib.save_manifest(out, m)
     return m
+
+
+def _source_root(root: str) -> str:
+    """data.root as recorded in the manifest: a bucket URL as given, a local folder resolved."""
+    return os.fspath(storage.path(root)) if storage.is_remote(root) else str(LocalPath(root).resolve())
 
 
 def write_split(out: Path, split: str, total: int, read: Callable[[int, int], list[bytes]],
@@ -475,8 +499,8 @@ def run_prepare(cfg: ml_collections.ConfigDict, *, num_shards: int = 1, shard_in
         pipeline_from_config(cfg.data)
     except MotionPipelineError as e:
         raise PrepareError(str(e)) from None
-    out = Path(cfg.data.out)
-    if cfg.data.dataset == "demo" and not Path(cfg.data.root).is_dir():
+    out = storage.path(cfg.data.out)
+    if cfg.data.dataset == "demo" and not storage.path(cfg.data.root).is_dir():
         raise PrepareError(f"data.root {cfg.data.root} does not exist: write the synthetic corpus first "
                            f"(python -m data_prep.synthetic --config=configs/demo.py "
                            f"--config.data.root={cfg.data.root})")
@@ -495,7 +519,7 @@ def run_prepare(cfg: ml_collections.ConfigDict, *, num_shards: int = 1, shard_in
     train = splits["train"]
 
     # stage 2: stats of my training files, then wait for the others' (multi-machine)
-    need_fit = not (out / manifest_lib.PIPELINE_DIR).is_dir()
+    need_fit = not _pipeline_saved(out)
     stats_todo = [p for p in train if need_fit and mine(p) and not _stats_path(out, p.file_id).is_file()
                   and not _stats_error_path(out, p.file_id).is_file()]
     items = [(p, s) for s, ps in splits.items() for p in ps]

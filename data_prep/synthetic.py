@@ -2,6 +2,9 @@
 
     python -m data_prep.synthetic --config=configs/demo.py   # writes into cfg.data.root
 
+``data.root`` may be a local folder or a bucket (``gs://...``); every file is written whole
+(``gesture_jax.storage.write_atomic``).
+
 Writes ``demo_train_NNN.{wav,bvh}`` and held-out ``demo_test_NNN.{wav,bvh}`` into
 ``data.root`` (matching the ``demo_test_*`` holdout of configs/demo.py), plus
 ``*.onsets.json`` sidecars with the ground-truth timing. Sizes come from ``cfg.data.synthetic`` (num_train, num_test, duration_s, seed).
@@ -59,15 +62,16 @@ onset, its stress, the beats (stressed onsets) and phrase spans, in seconds.
 """
 from __future__ import annotations
 
+import io
 import json
-import math
+import os
 import wave
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from gesture_jax import storage
 from gesture_jax.motion.bvh import BVH, Skeleton, write_bvh
 
 SAMPLE_RATE = 16000
@@ -312,20 +316,26 @@ def synthesize_motion(rng: np.random.Generator, skel: Skeleton, syllables: Seque
     return np.concatenate(cols, axis=1)
 
 
-def write_wav(path: Path, wave_f32: np.ndarray, sr: int = SAMPLE_RATE) -> None:
-    """16-bit PCM mono WAV (stdlib `wave`: no timestamps, so bytes depend only on samples)."""
+def wav_bytes(wave_f32: np.ndarray, sr: int = SAMPLE_RATE) -> bytes:
+    """16-bit PCM mono WAV file bytes (stdlib `wave`: no timestamps, so bytes depend only on samples)."""
     pcm = np.clip(np.round(wave_f32 * 32767.0), -32768, 32767).astype("<i2")
-    tmp = path.with_name(path.name + ".tmp")
-    with wave.open(str(tmp), "wb") as w:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(sr)
         w.writeframes(pcm.tobytes())
-    tmp.replace(path)
+    return buf.getvalue()
 
 
-def generate_file(out_dir: Path, stem: str, seed: int, duration_s: float) -> dict:
+def write_wav(path: str | os.PathLike, wave_f32: np.ndarray, sr: int = SAMPLE_RATE) -> None:
+    """Write :func:`wav_bytes` to ``path`` (local or bucket), whole or not at all."""
+    storage.write_atomic(path, wav_bytes(wave_f32, sr))
+
+
+def generate_file(out_dir: str | os.PathLike, stem: str, seed: int, duration_s: float) -> dict:
     """Write ``stem``.wav/.bvh/.onsets.json into ``out_dir``; returns the sidecar dict."""
+    out_dir = storage.path(out_dir)
     rng = np.random.default_rng(seed)
     skel = make_skeleton()
     syllables, phrases = plan_syllables(rng, duration_s)
@@ -342,15 +352,16 @@ def generate_file(out_dir: Path, stem: str, seed: int, duration_s: float) -> dic
             "cycle_hz": CYCLE_HZ, "base_f0_hz": round(base_f0, 3), "gesture_space": round(space, 4),
             "design": "upper-body joint speed has a local minimum at every beat (stressed-syllable onset) "
                       "and its peak midway between beats; see data_prep/synthetic.py"}
-    (out_dir / f"{stem}.onsets.json").write_text(json.dumps(side, indent=1) + "\n")
+    storage.write_atomic(out_dir / f"{stem}.onsets.json", json.dumps(side, indent=1) + "\n")
     return side
 
 
-def generate_corpus(out_dir: str | Path, *, num_train: int = DEFAULTS["num_train"],
+def generate_corpus(out_dir: str | os.PathLike, *, num_train: int = DEFAULTS["num_train"],
                     num_test: int = DEFAULTS["num_test"], duration_s: float = DEFAULTS["duration_s"],
                     seed: int = DEFAULTS["seed"]) -> list[str]:
-    """Write the whole corpus; returns the file stems. File i uses seed (seed, i) only."""
-    out = Path(out_dir)
+    """Write the whole corpus (local folder or bucket); returns the file stems. File i uses
+    seed (seed, i) only."""
+    out = storage.path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stems = [f"demo_train_{i:03d}" for i in range(num_train)] + [f"demo_test_{i:03d}" for i in range(num_test)]
     for i, stem in enumerate(stems):

@@ -28,7 +28,6 @@ import json
 import math
 import sys
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -37,6 +36,7 @@ from ml_collections import config_flags
 
 from gesture_jax import errors
 from gesture_jax.errors import UserError
+from gesture_jax.storage import Path
 
 FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file(

@@ -36,15 +36,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
-from pathlib import Path
+import tempfile
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from gesture_jax import errors
+from gesture_jax import errors, storage
 from gesture_jax.sampling.options import GenerateError, SamplingOptions  # noqa: F401  (public here too)
 from gesture_jax.sampling.streaming import DEFAULT_LOOKAHEAD_S
+from gesture_jax.storage import Path
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus", ".aiff", ".aif")
 SAMPLE_RATE = 16000
@@ -367,7 +369,7 @@ def _audio_chunks(path: Path, chunk_s: float, keep: list | None = None) -> Itera
         return c
 
     try:
-        f = sf.SoundFile(str(path))
+        f = sf.SoundFile(storage.path(path).open("rb") if storage.is_remote(path) else str(path))
     except Exception:  # noqa: BLE001 - not a libsndfile format: load_audio decodes it (or names the problem)
         for c in chunked(load_audio(path, SAMPLE_RATE), chunk_s):
             yield out(c)
@@ -408,7 +410,11 @@ class _StreamingBVHWriter:
     ANCHOR_EVERY = 64
 
     def __init__(self, path: Path, pipeline):
-        self.path, self.pipeline = Path(path), pipeline
+        self.path, self.pipeline = storage.path(path), pipeline
+        # the frame count is patched in place at close(): a bucket object cannot be, so a
+        # remote file is written locally and uploaded whole at close()
+        self._local = self.path if not storage.is_remote(self.path) else Path(
+            tempfile.mkdtemp(prefix="gesture_jax-stream-")) / self.path.name
         self.frames = 0
         self.seconds = 0.0
         self._f = None
@@ -449,8 +455,8 @@ class _StreamingBVHWriter:
         head, motion = text.split("\nMOTION\n", 1)
         _, frame_time, rows = motion.split("\n", 2)
         if self._f is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._f = open(self.path, "wb")
+            self._local.parent.mkdir(parents=True, exist_ok=True)
+            self._f = open(os.fspath(self._local), "wb")
             self._f.write((head + "\nMOTION\n").encode())
             self._count_at = self._f.tell()
             self._f.write(f"Frames: {0:<12d}\n{frame_time}\n".encode())
@@ -465,11 +471,16 @@ class _StreamingBVHWriter:
             self._f.write(f"Frames: {self.frames:<12d}".encode())
             self._f.close()
             self._f = None
+            if self._local != self.path:
+                storage.copy_file(self._local, self.path)
+                storage.remove_tree(self._local.parent)
 
     def discard(self) -> None:
         if self._f is not None:
             self._f.close()
             self._f = None
+        if self._local != self.path:
+            storage.remove_tree(self._local.parent)
         self.path.unlink(missing_ok=True)
 
 

@@ -115,3 +115,19 @@ def compile_cache(compile_cache_dir):
     """The persistent compilation cache for one module: ``pytestmark = pytest.mark.usefixtures("compile_cache")``."""
     with persistent_compilation_cache(compile_cache_dir) as p:
         yield p
+
+
+# ------------------------------------------------------------------ a local GCS bucket
+
+@pytest.fixture(scope="module")
+def gcs_bucket():
+    """A GCS emulator with the bucket ``gs://test-bucket`` for one test module, the client
+    variables set in this process and inherited by the processes it starts
+    (tests/gcs_emulator.py); skipped with the reason when the emulator cannot start."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import gcs_emulator
+    try:
+        with gcs_emulator.running("test-bucket") as env:
+            yield env
+    except gcs_emulator.EmulatorUnavailable as e:
+        pytest.skip(f"no GCS emulator: {e}")

@@ -158,6 +158,32 @@ def reshard_restore(workdir: str) -> dict:
     return out
 
 
+def restore_fingerprint(workdir: str) -> dict:
+    """Restore the newest checkpoint of a train_run workdir (model state, no data state) onto a
+    data:-1 mesh of however many processes run this; a fingerprint of every parameter."""
+    import jax
+    import numpy as np
+    from jax.experimental import multihost_utils
+    from gesture_jax.parallel import distributed
+    distributed.initialize()
+    import training_fixtures as tf
+    from gesture_jax.parallel import mesh as mesh_lib, sharding as shd
+    from gesture_jax.training import checkpoint as ckpt_lib, state as state_lib
+
+    cfg = tf.tiny_config()
+    mesh = mesh_lib.make_mesh("data:-1")
+    abstract, *_ = state_lib.abstract_train_state(tf.tiny_model_fn(cfg), cfg.train, 0, mesh,
+                                                  shd.rules_from_config(cfg.mesh), int(cfg.mesh.min_shard_size))
+    ck = ckpt_lib.Checkpointer(f"{workdir}/checkpoints")
+    state, _ = ck.restore(abstract, with_data=False)
+    leaves = [np.asarray(multihost_utils.process_allgather(x, tiled=True), np.float64)
+              for x in jax.tree_util.tree_leaves(state.params)]
+    ck.close()
+    multihost_utils.sync_global_devices("restore_fingerprint_done")
+    return {"process": jax.process_index(), "processes": jax.process_count(), "step": int(state.step),
+            "fingerprint": [float(np.sum(x)) + float(np.sum(x * x)) for x in leaves]}
+
+
 if __name__ == "__main__":
     name, args = sys.argv[1], sys.argv[2:]
     if name == "sharded_equality":
@@ -166,6 +192,8 @@ if __name__ == "__main__":
         res = reshard_restore(args[0])
     elif name == "train_run":
         res = train_run(*args)
+    elif name == "restore_fingerprint":
+        res = restore_fingerprint(args[0])
     elif name == "lockstep":
         res = lockstep(args[0])
     else:

@@ -54,12 +54,13 @@ def test_two_processes_match_single_process(tmp_path):
         assert np.abs(a[k] - b[k]).max() <= 1e-5 * scale, k
 
 
-def _two_processes(args: list[str]) -> list[tuple[dict, str]]:
+def _two_processes(args: list[str], cwd=None, **env) -> list[tuple[dict, str]]:
+    """Both processes of a jax.distributed job run ``parallel_checks.py ARGS``: [(result, stderr)]."""
     import json
     port = _free_port()
     procs = [subprocess.Popen(
-        [sys.executable, str(CHECKS), *args],
-        env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=2",
+        [sys.executable, str(CHECKS), *args], cwd=cwd,
+        env=_env(**env, XLA_FLAGS="--xla_force_host_platform_device_count=2",
                  GESTURE_JAX_COORDINATOR=f"127.0.0.1:{port}", GESTURE_JAX_NUM_PROCESSES="2",
                  GESTURE_JAX_PROCESS_ID=str(i)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]

@@ -29,9 +29,9 @@ Command line (writes float32 [frames, channels]):
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import sys
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -39,6 +39,8 @@ import numpy as np
 from gesture_jax.audio.frames import blend_weights, plan_chunks, resample_frames
 from gesture_jax.audio.mel import MelExtractor
 from gesture_jax.audio.mfcc import NUMCEP, MFCCExtractor
+from gesture_jax import storage
+from gesture_jax.storage import Path
 
 SAMPLE_RATE = 16000
 NORMALIZE_EPS = 1e-5  # unilm/fairseq trained WavLM Large on F.layer_norm(wave, wave.shape), eps 1e-5
@@ -315,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.fps <= 0:
             raise ValueError(f"--fps must be positive, got {args.fps}")
-        out = Path(args.out)
+        out = storage.path(args.out)
         if out.suffix != ".npy":
             raise ValueError(f"--out must end in .npy, got {out}")
         if args.native_rate and not args.wavlm:
@@ -343,8 +345,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             feats = MelExtractor(n_mels=args.n_mels, fps=args.fps)(wave)
             rate, what = args.fps, f"log-mel ({args.n_mels} bands)"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.save(out, np.ascontiguousarray(feats, np.float32))
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(feats, np.float32))
+        storage.write_atomic(out, buf.getvalue())
     except (AudioError, ValueError, OSError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -7,12 +7,13 @@ feature or a shape error deep inside a jitted model.
 """
 from __future__ import annotations
 
+import io
 import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 
+from gesture_jax import storage
 from gesture_jax.errors import UserError
 
 MIN_DURATION_S = 1.0  # shorter clips cannot fill even one 20 fps window sensibly
@@ -35,21 +36,37 @@ def load_audio(path: str | os.PathLike, sr: int = 16000) -> np.ndarray:
     """
     import librosa  # imported lazily: its import is slow and most modules never read audio
 
-    p = Path(path)
+    p = storage.path(path)  # local or a bucket (gs://...)
     if not p.exists():
         raise AudioError(f"{p}: no such audio file")
     if p.is_dir():
         raise AudioError(f"{p}: is a directory, expected an audio file")
-    if p.stat().st_size == 0:
+    if storage.size(p) == 0:
         raise AudioError(f"{p}: empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             # librosa warns when it falls back to audioread for MP3; the fallback is fine.
             warnings.simplefilter("ignore")
-            wave, file_sr = librosa.load(str(p), sr=None, mono=False, dtype=np.float32)
+            if not storage.is_remote(p):
+                wave, file_sr = librosa.load(os.fspath(p), sr=None, mono=False, dtype=np.float32)
+            else:
+                wave, file_sr = _load_remote(librosa, p)
     except Exception as e:  # soundfile/audioread raise many unrelated types
         raise AudioError(f"{p}: cannot be read as audio ({type(e).__name__}: {e})") from e
     return prepare_waveform(wave, int(file_sr), sr, name=str(p))
+
+
+def _load_remote(librosa, p) -> tuple[np.ndarray, int]:
+    """A bucket file: decoded from its bytes in memory (soundfile: WAV/FLAC/OGG/MP3); a format
+    only audioread decodes needs a file name, so it is read from a temporary local copy."""
+    import soundfile
+
+    raw = p.read_bytes()
+    try:
+        return librosa.load(io.BytesIO(raw), sr=None, mono=False, dtype=np.float32)
+    except soundfile.SoundFileRuntimeError:
+        with storage.local_copy(p) as local:
+            return librosa.load(os.fspath(local), sr=None, mono=False, dtype=np.float32)
 
 
 def prepare_waveform(wave: np.ndarray, file_sr: int, sr: int = 16000, *, name: str = "<array>") -> np.ndarray:

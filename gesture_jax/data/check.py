@@ -9,24 +9,27 @@ seconds). ``--full`` also reads and decodes every record (ArrayRecord's checksum
 damage in the middle of a shard, which the quick check cannot see; the error names the
 shard and the record) and compares each shard's bytes with the sha256 that preparation
 recorded in the manifest (manifests written before shards were hashed have none).
+``data.out`` may be a bucket (``gs://...``): its shards are checked through their local
+copies (see ``gesture_jax.data.pipeline``).
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import ml_collections
 
+from gesture_jax import storage
 from gesture_jax.data import manifest as manifest_lib
 from gesture_jax.data import pipeline, records, shards
 
 
 def check_prepared(cfg: ml_collections.ConfigDict, *, full: bool = False,
-                   data_out: str | Path | None = None) -> dict[str, Any]:
+                   data_out: str | os.PathLike | None = None) -> dict[str, Any]:
     """Raise ManifestError / ShardError on the first problem; else a summary."""
-    out = Path(data_out or cfg.data.out)
+    out = storage.path(data_out or cfg.data.out)
     m = manifest_lib.load_manifest(out, cfg)
     (T, F), (_, A) = manifest_lib.record_shapes(m)
     summary: dict[str, Any] = {"data_out": str(out), "motion_dim": F, "audio_dim": A, "window_frames": T,
@@ -40,15 +43,17 @@ def check_prepared(cfg: ml_collections.ConfigDict, *, full: bool = False,
         if full:
             for index in range(len(source)):
                 source[index]  # reads, decodes, checks shapes; a fault is a ShardError naming shard + record
-            for p, s in zip(source.paths, info["shards"]):
-                verify_sha256(p, s, manifest_lib.repair_hint(m, out))
+            for p, local, s in zip(source.paths, source.local_paths, info["shards"]):
+                verify_sha256(p, s, manifest_lib.repair_hint(m, out), local=local)
     return summary
 
 
-def verify_sha256(path: Path, entry: dict[str, Any], fix: str) -> None:
-    """ShardError unless ``path``'s bytes hash to the manifest's ``entry["sha256"]`` (if recorded)."""
+def verify_sha256(path: str | os.PathLike, entry: dict[str, Any], fix: str,
+                  local: str | os.PathLike | None = None) -> None:
+    """ShardError unless ``path``'s bytes hash to the manifest's ``entry["sha256"]`` (if recorded);
+    ``local``: a local copy of ``path`` to hash instead (a staged bucket shard)."""
     want = entry.get("sha256")
-    if want is not None and (have := shards.sha256_file(path)) != want:
+    if want is not None and (have := shards.sha256_file(local or path)) != want:
         raise shards.ShardError(f"{path}: sha256 {have[:12]}... differs from manifest.json's {want[:12]}...: "
                                 f"the shard changed after preparation; {fix}", shard=path)
 

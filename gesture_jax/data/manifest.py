@@ -6,19 +6,22 @@ before the first step with a message naming the folder and the mismatch, not as 
 error deep inside a jitted function.
 
 Layout (CONTRACTS.md): ``data.out/manifest.json``, ``data.out/motion_pipeline/``,
-``data.out/{split}-{i:05d}-of-{n:05d}.array_record``.
+``data.out/{split}-{i:05d}-of-{n:05d}.array_record``. ``data.out`` may be local or a bucket
+(``gs://...``; paths go through :mod:`gesture_jax.storage`).
 """
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
+import os
 from typing import Any
 
 import ml_collections
 
+from gesture_jax import storage
 from gesture_jax.data import records, shards
 from gesture_jax.errors import UserError
+from gesture_jax.storage import Path
 
 MANIFEST_NAME = "manifest.json"
 PIPELINE_DIR = "motion_pipeline"
@@ -47,16 +50,16 @@ def config_to_json(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     return json.loads(json.dumps(cfg.to_dict(), default=str, sort_keys=True))
 
 
-def save_manifest(data_out: str | Path, manifest: dict[str, Any]) -> Path:
+def save_manifest(data_out: str | os.PathLike, manifest: dict[str, Any]) -> Path:
     """Write ``manifest.json`` atomically with sorted keys (byte-stable across runs)."""
-    path = Path(data_out) / MANIFEST_NAME
+    path = storage.path(data_out) / MANIFEST_NAME
     shards.atomic_write_bytes(path, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
     return path
 
 
-def read_manifest(data_out: str | Path) -> dict[str, Any]:
+def read_manifest(data_out: str | os.PathLike) -> dict[str, Any]:
     """Parse manifest.json without checking it against a config."""
-    path = Path(data_out) / MANIFEST_NAME
+    path = storage.path(data_out) / MANIFEST_NAME
     if not path.is_file():
         raise ManifestError(f"{path} does not exist: prepare the data first "
                             f"(python -m data_prep.prepare --config=...)")
@@ -135,13 +138,13 @@ def validate_against_config(m: dict[str, Any], cfg: ml_collections.ConfigDict, p
         raise ManifestError(f"data.random_crop_s={d.random_crop_s} is longer than data.window_s={d.window_s}")
 
 
-def prepare_command(m: dict[str, Any] | None, data_out: str | Path) -> str:
+def prepare_command(m: dict[str, Any] | None, data_out: str | os.PathLike) -> str:
     """The command that (re)creates ``data_out``: as recorded by data_prep.prepare, else a template."""
     return (m or {}).get("prepare_command") or (f"python -m data_prep.prepare --config=<your config> "
                                                 f"--config.data.out={data_out}")
 
 
-def repair_hint(m: dict[str, Any] | None, data_out: str | Path) -> str:
+def repair_hint(m: dict[str, Any] | None, data_out: str | os.PathLike) -> str:
     """What to do about a damaged shard of ``data_out`` (ends ShardError messages).
 
     Rerunning preparation rewrites exactly the shards whose bytes differ from the sha256
@@ -179,13 +182,14 @@ def record_shapes(m: dict[str, Any]) -> tuple[tuple[int, int], tuple[int, int]]:
     return (T, m["motion"]["feature_dim"]), (audio_window_frames(m), m["audio"]["dim"])
 
 
-def check_split(data_out: str | Path, m: dict[str, Any], split: str) -> list[Path]:
+def check_split(data_out: str | os.PathLike, m: dict[str, Any], split: str) -> list[Path]:
     """Check one split's shards (present, sizes, counts, a decodable first/last record).
 
     Returns the shard paths in order. Raises ManifestError / ShardError (naming the shard
-    and the command that re-creates it).
+    and the command that re-creates it). Bucket shards are staged to the local cache here
+    (``shards.local_shard``: downloaded once, checked against the manifest's sha256).
     """
-    data_out = Path(data_out)
+    data_out = storage.path(data_out)
     path = data_out / MANIFEST_NAME
     if split not in m["splits"]:
         raise ManifestError(f"{path}: no split {split!r} (have {sorted(m['splits'])})")
@@ -198,7 +202,7 @@ def check_split(data_out: str | Path, m: dict[str, Any], split: str) -> list[Pat
     for s in info["shards"]:
         p = data_out / s["path"]
         n = s["num_records"]
-        probed = shards.check_shard(p, num_records=n, num_bytes=s["num_bytes"], fix=fix)
+        probed = shards.check_shard(p, num_records=n, num_bytes=s["num_bytes"], fix=fix, sha256=s.get("sha256"))
         for i, raw in zip(sorted({0, n - 1}) if n else [], probed):
             checked_window(raw, shard=p, record=i, shapes=shapes, fix=fix)
         out.append(p)
@@ -207,13 +211,13 @@ def check_split(data_out: str | Path, m: dict[str, Any], split: str) -> list[Pat
     return out
 
 
-def load_manifest(data_out: str | Path, cfg: ml_collections.ConfigDict,
+def load_manifest(data_out: str | os.PathLike, cfg: ml_collections.ConfigDict,
                   splits: tuple[str, ...] = ()) -> dict[str, Any]:
     """Read ``data_out/manifest.json``, check it against ``cfg`` and check ``splits``' shards."""
     m = read_manifest(data_out)
-    path = Path(data_out) / MANIFEST_NAME
+    path = storage.path(data_out) / MANIFEST_NAME
     validate_against_config(m, cfg, path)
-    pipe_dir = Path(data_out) / m["motion"]["pipeline"]
+    pipe_dir = storage.path(data_out) / m["motion"]["pipeline"]
     if not pipe_dir.is_dir():
         raise ManifestError(f"{pipe_dir}: motion pipeline folder is missing; re-run data_prep.prepare")
     pipe_json = pipe_dir / "pipeline.json"  # MotionPipeline.save's description (gesture_jax.motion)

@@ -33,6 +33,12 @@ The handler writes ``process_{i}-of-{n}.json`` per host (i, n from jax), i.e. on
 per process. Alternatively save ``it.get_state()`` (a small JSON-able dict) yourself with
 ``ocp.args.JsonSave``.
 
+Data in a bucket (``data.out=gs://...``): ArrayRecord reads local files only, so every
+shard of the split is downloaded once into the local cache at the quick check
+(``shards.local_shard``: ``$GESTURE_JAX_CACHE``, default ``~/.cache/gesture_jax``; checked
+against the manifest's size and sha256) and read from there; errors still name the bucket
+shard.
+
 Damaged data: a record that cannot be read or decoded, or has the wrong shape, raises
 ``shards.ShardError`` from ``next(it)`` (attributes ``shard``, ``record``) whose message names
 the shard file, the record inside it, the reason and the command that re-creates the shard.
@@ -45,15 +51,16 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import os
 import threading
-from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import grain
 import ml_collections
 import numpy as np
 from array_record.python import array_record_module
 
+from gesture_jax import storage
 from gesture_jax.data import manifest as manifest_lib
 from gesture_jax.data import shards
 
@@ -67,11 +74,18 @@ class WindowSource:
     "chunk data hash mismatch ... at byte N" that names no file. Shards are opened lazily,
     one thread-safe reader each (ArrayRecord readers are safe to share between threads);
     readers are not pickled, so Grain worker processes open their own.
+
+    ``paths`` name the shards (in messages); ``local_paths`` are the local files the readers
+    open, e.g. staged copies of bucket shards (:func:`shards.local_shard`). Without them a
+    bucket shard is staged when first read.
     """
 
-    def __init__(self, paths: list[Path], counts: list[int],
-                 shapes: tuple[tuple[int, int], tuple[int, int]], fix: str):
-        self.paths = [Path(p) for p in paths]
+    def __init__(self, paths: Sequence[str | os.PathLike], counts: list[int],
+                 shapes: tuple[tuple[int, int], tuple[int, int]], fix: str,
+                 local_paths: Sequence[str | os.PathLike] | None = None):
+        self.paths = [storage.path(p) for p in paths]
+        self.local_paths: list[Any] = ([os.fspath(p) for p in local_paths] if local_paths is not None
+                                       else [None if storage.is_remote(p) else os.fspath(p) for p in self.paths])
         self.shapes = shapes
         self.fix = fix
         self._ends = list(itertools.accumulate(int(n) for n in counts))
@@ -92,9 +106,11 @@ class WindowSource:
         if self._readers[k] is None:
             with self._lock:
                 if self._readers[k] is None:
+                    if self.local_paths[k] is None:  # a bucket shard nobody staged yet
+                        self.local_paths[k] = os.fspath(storage.staged(self.paths[k]))
                     # random access: no read-ahead (what grain's ArrayRecordDataSource uses)
                     self._readers[k] = array_record_module.ArrayRecordReader(
-                        str(self.paths[k]), "readahead_buffer_size:0", file_reader_buffer_size=32768)
+                        self.local_paths[k], "readahead_buffer_size:0", file_reader_buffer_size=32768)
         return self._readers[k]
 
     def read(self, k: int, i: int) -> bytes:
@@ -124,11 +140,14 @@ class WindowSource:
         self._lock = threading.Lock()
 
 
-def split_source(data_out: str | Path, m: dict[str, Any], split: str) -> WindowSource:
-    """:class:`WindowSource` over ``split`` after the quick check (``manifest.check_split``)."""
+def split_source(data_out: str | os.PathLike, m: dict[str, Any], split: str) -> WindowSource:
+    """:class:`WindowSource` over ``split`` after the quick check (``manifest.check_split``, which
+    also stages bucket shards to local disk; the source reads those copies)."""
     paths = manifest_lib.check_split(data_out, m, split)
-    counts = [s["num_records"] for s in m["splits"][split]["shards"]]
-    return WindowSource(paths, counts, manifest_lib.record_shapes(m), manifest_lib.repair_hint(m, data_out))
+    entries = m["splits"][split]["shards"]
+    fix = manifest_lib.repair_hint(m, data_out)
+    local = [shards.local_shard(p, s["num_bytes"], s.get("sha256"), fix) for p, s in zip(paths, entries)]
+    return WindowSource(paths, [s["num_records"] for s in entries], manifest_lib.record_shapes(m), fix, local)
 
 
 def data_error(e: BaseException) -> shards.ShardError | None:
@@ -202,10 +221,10 @@ def _process_index_count(process_index: int | None, process_count: int | None) -
 def make_dataset(cfg: ml_collections.ConfigDict, split: str, *, batch_size: int, seed: int,
                  process_index: int | None = None, process_count: int | None = None,
                  num_epochs: int | None = None, shuffle: bool = True, drop_remainder: bool = True,
-                 data_out: str | Path | None = None, random_crop: bool | None = None,
+                 data_out: str | os.PathLike | None = None, random_crop: bool | None = None,
                  ) -> grain.IterDataset:
     """The Grain dataset behind :func:`make_iterator` (same arguments)."""
-    data_out = Path(data_out or cfg.data.out)
+    data_out = storage.path(data_out or cfg.data.out)
     m = manifest_lib.load_manifest(data_out, cfg)
     source = split_source(data_out, m, split)
     pi, pc = _process_index_count(process_index, process_count)
@@ -236,7 +255,7 @@ def make_dataset(cfg: ml_collections.ConfigDict, split: str, *, batch_size: int,
 def make_iterator(cfg: ml_collections.ConfigDict, split: str, *, batch_size: int, seed: int,
                   process_index: int | None = None, process_count: int | None = None,
                   num_epochs: int | None = None, shuffle: bool = True, drop_remainder: bool = True,
-                  data_out: str | Path | None = None, random_crop: bool | None = None,
+                  data_out: str | os.PathLike | None = None, random_crop: bool | None = None,
                   ) -> grain.DatasetIterator:
     """Checkpointable iterator of batches {"motion": [B,T,F] f32, "audio": [B,Ta,A] f32} (Ta: see module doc).
 
@@ -252,11 +271,11 @@ def make_iterator(cfg: ml_collections.ConfigDict, split: str, *, batch_size: int
                              data_out=data_out, random_crop=random_crop))
 
 
-def dataset_info(cfg: ml_collections.ConfigDict, data_out: str | Path | None = None) -> dict[str, Any]:
+def dataset_info(cfg: ml_collections.ConfigDict, data_out: str | os.PathLike | None = None) -> dict[str, Any]:
     """Shapes training needs: {"motion_dim", "audio_dim", "window_frames", "fps", "audio_fps",
     "audio_frames", "num_windows"}; audio_fps: frames/s of the batches' audio (manifest audio.rate),
     audio_frames: audio frames per (cropped) window."""
-    m = manifest_lib.load_manifest(Path(data_out or cfg.data.out), cfg)
+    m = manifest_lib.load_manifest(storage.path(data_out or cfg.data.out), cfg)
     T = m["window_frames"]
     if cfg.data.random_crop_s > 0:
         T = manifest_lib.seconds_to_frames(cfg.data.random_crop_s, cfg.data.fps, "random_crop_s")

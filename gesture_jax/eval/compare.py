@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
+from gesture_jax import storage
 from typing import Any, Mapping, Sequence
 
 from gesture_jax.errors import UserError
 from gesture_jax.eval.baselines import BASELINES
 from gesture_jax.eval.metrics import KA_KEYS, SUMMARY_KEYS
+from gesture_jax.storage import Path
 
 # every scalar per set in metrics.json's summary; the table leaves out the ka_*_gt columns
 # (the real motion's values, the same in every row: they are the ground_truth row's ka_jerk/ka_accel)
@@ -83,7 +84,7 @@ def run_names(workdirs: Sequence[str | Path], names: Sequence[str] | None = None
         if len(names) != len(workdirs):
             raise CompareError(f"--names gives {len(names)} names for {len(workdirs)} runs")
     else:
-        names = [Path(w).resolve().name for w in workdirs]
+        names = [storage.path(w).name for w in workdirs]
     seen: dict[str, str] = {}
     for n, w in zip(names, workdirs):
         if not n:

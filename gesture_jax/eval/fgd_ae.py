@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import json
 import math
-from pathlib import Path
+from gesture_jax import storage
 from typing import Callable, Sequence
 
 import jax
@@ -36,6 +37,7 @@ from flax import nnx
 
 from gesture_jax.errors import UserError
 from gesture_jax.eval.fgd import make_windows, window_starts
+from gesture_jax.storage import Path
 
 FORMAT_VERSION = 1
 
@@ -218,15 +220,17 @@ def save_fgd_autoencoder(directory: str | Path, ae: FGDAutoencoder) -> Path:
     """Write meta.json, stats.npz and the Orbax parameter checkpoint (replacing an old one)."""
     import orbax.checkpoint as ocp
 
-    d = Path(directory).absolute()
+    d = storage.path(directory)
     d.mkdir(parents=True, exist_ok=True)
     pure = nnx.to_pure_dict(nnx.state(ae.model, nnx.Param))
     ckptr = ocp.StandardCheckpointer()
     ckptr.save(d / "params", pure, force=True)
     ckptr.wait_until_finished()
-    np.savez(d / "stats.npz", mean=ae.mean, std=ae.std, mean_speed=ae.mean_speed, mean_pose=ae.mean_pose)
+    buf = io.BytesIO()
+    np.savez(buf, mean=ae.mean, std=ae.std, mean_speed=ae.mean_speed, mean_pose=ae.mean_pose)
+    storage.write_atomic(d / "stats.npz", buf.getvalue())
     meta = {k: v for k, v in ae.meta.items() if k != "dir"}
-    (d / "meta.json").write_text(json.dumps(meta, indent=1))
+    storage.write_atomic(d / "meta.json", json.dumps(meta, indent=1))
     return d
 
 
@@ -234,7 +238,7 @@ def load_fgd_autoencoder(directory: str | Path) -> FGDAutoencoder:
     """Read an autoencoder written by `save_fgd_autoencoder`, with a clear error if anything is off."""
     import orbax.checkpoint as ocp
 
-    d = Path(directory).absolute()
+    d = storage.path(directory)
     for name in ("meta.json", "stats.npz", "params"):
         if not (d / name).exists():
             raise FGDAutoencoderError(
@@ -244,7 +248,7 @@ def load_fgd_autoencoder(directory: str | Path) -> FGDAutoencoder:
     if meta.get("format_version") != FORMAT_VERSION:
         raise FGDAutoencoderError(f"{d}/meta.json has format_version {meta.get('format_version')}, "
                                   f"expected {FORMAT_VERSION}")
-    with np.load(d / "stats.npz") as z:
+    with np.load(io.BytesIO((d / "stats.npz").read_bytes()), allow_pickle=False) as z:
         stats = {k: z[k] for k in ("mean", "std", "mean_speed", "mean_pose")}
     model = MotionAutoencoder(meta["input_dim"], meta["window"], meta["hidden"], meta["latent"],
                               rngs=nnx.Rngs(0))

@@ -1,10 +1,13 @@
 """The evaluation figures: speed histograms and BC per file of one run; bar charts comparing runs."""
 from __future__ import annotations
 
-from pathlib import Path
+import io
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from gesture_jax import storage
+from gesture_jax.storage import Path
 
 
 def plot_evaluation(path: str | Path, results: Mapping[str, Mapping[str, Any]], speed_edges: np.ndarray,
@@ -56,10 +59,11 @@ def _save(fig, path: str | Path, title: str, dpi: int) -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    path = storage.path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
+    storage.write_atomic(path, buf.getvalue())
     return path
 
 

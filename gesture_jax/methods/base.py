@@ -16,7 +16,6 @@ frozen weights of the earlier ones from there.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import ml_collections
@@ -24,6 +23,7 @@ import numpy as np
 from flax import nnx
 
 from gesture_jax.errors import UserError
+from gesture_jax.storage import Path
 
 # loss(params, model_state, batch, key, deterministic) -> (loss, new model_state)
 LossFn = Callable[..., tuple[Any, Any]]

@@ -17,13 +17,13 @@ teachers as they are. ``generate --sampler=student`` loads it (``load_student``)
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import ml_collections
 from flax import nnx
 
 from gesture_jax.methods.base import DataDims, MethodError
+from gesture_jax.storage import Path
 
 DISTILL = "distill"
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from gesture_jax import storage
 from gesture_jax.errors import UserError
 
 __all__ = ["BVHError", "Skeleton", "BVH", "read_bvh", "write_bvh", "parse_bvh_text", "format_bvh"]
@@ -356,8 +356,9 @@ def parse_bvh_text(text: str, path: str | os.PathLike | None = None) -> BVH:
 
 
 def read_bvh(path: str | os.PathLike) -> BVH:
-    """Read a BVH file; raises BVHError naming the file and line for malformed input."""
-    p = Path(path)
+    """Read a BVH file (local or in a bucket, gs://...); raises BVHError naming the file and
+    line for malformed input."""
+    p = storage.path(path)
     try:
         raw = p.read_bytes()
     except OSError as e:
@@ -422,10 +423,6 @@ def format_bvh(bvh: BVH, precision: int = 6) -> str:
 
 
 def write_bvh(path: str | os.PathLike, bvh: BVH, precision: int = 6) -> None:
-    """Write `bvh` to `path` (parent folders are created). Atomic: writes a temp file, then renames."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    text = format_bvh(bvh, precision)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, p)
+    """Write `bvh` to `path`, local or in a bucket (parent folders are created). Atomic
+    (``storage.write_atomic``): a reader never sees part of the file."""
+    storage.write_atomic(path, format_bvh(bvh, precision))

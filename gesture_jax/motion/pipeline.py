@@ -36,14 +36,15 @@ in parallel processes and fit with `fit_from_stats` in bounded memory.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from gesture_jax import storage
 from gesture_jax.errors import UserError
 from gesture_jax.motion.bvh import BVH, Skeleton
 from gesture_jax.motion.channels import frames_from_local
@@ -219,22 +220,25 @@ class _Fitted:
 def save_fitted(directory: str | os.PathLike, fmt: str, config: dict, skeleton: Skeleton, fitted_meta: dict,
                 arrays: dict[str, np.ndarray]) -> None:
     """pipeline.json (format, config, skeleton, names) + pipeline.npz (arrays): the saved form of
-    every feature pipeline (no pickles)."""
-    d = Path(directory)
+    every feature pipeline (no pickles). ``directory`` may be local or in a bucket (gs://);
+    pipeline.json is written last, so its presence marks a complete save."""
+    d = storage.path(directory)
     d.mkdir(parents=True, exist_ok=True)
     sk_meta, sk_arrays = skeleton_to_saved(skeleton)
     meta = {"format": fmt, "config": config, "skeleton": sk_meta, **fitted_meta}
-    np.savez(d / "pipeline.npz", **sk_arrays, **arrays)
+    buf = io.BytesIO()
+    np.savez(buf, **sk_arrays, **arrays)
+    (d / "pipeline.npz").write_bytes(buf.getvalue())
     (d / "pipeline.json").write_text(json.dumps(meta, indent=1))
 
 
 def read_fitted(directory: str | os.PathLike, fmt: str, kind: str) -> tuple[dict, dict[str, np.ndarray]]:
     """(pipeline.json, pipeline.npz arrays) of a pipeline saved by ``save_fitted`` in format ``fmt``;
     MotionPipelineError naming the folder when unreadable or of another format."""
-    d = Path(directory)
+    d = storage.path(directory)
     try:
         meta = json.loads((d / "pipeline.json").read_text())
-        with np.load(d / "pipeline.npz", allow_pickle=False) as z:
+        with np.load(io.BytesIO((d / "pipeline.npz").read_bytes()), allow_pickle=False) as z:
             arr = {k: z[k] for k in z.files}
     except (OSError, ValueError) as e:
         raise MotionPipelineError(f"{d}: not a saved {kind} pipeline ({e})") from None
@@ -513,7 +517,7 @@ class MotionPipeline(FittedFeatures):
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "MotionPipeline":
-        d = Path(directory)
+        d = storage.path(directory)
         meta, arr = read_fitted(d, FORMAT, "motion")
         c = meta["config"]
         p = cls(fps=c["fps"], joints=c["joints"], position_smoothing=c["position_smoothing"],

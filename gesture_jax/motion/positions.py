@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -40,6 +39,7 @@ from gesture_jax.motion.pipeline import (FittedFeatures, MotionPipelineError, Mo
                                          skeleton_from_dict, skeleton_from_saved, stats_from_raw)
 from gesture_jax.motion.root import root_to_deltas
 from gesture_jax.motion.rotations import quat_to_matrix
+from gesture_jax.storage import Path
 
 __all__ = ["PositionPipeline", "FORMAT", "ROOT_MODES"]
 

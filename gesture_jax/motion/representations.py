@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any, Union
 
 from gesture_jax.motion.pipeline import FORMAT as EXPMAP_FORMAT
 from gesture_jax.motion.pipeline import MotionPipeline, MotionPipelineError
 from gesture_jax.motion.positions import FORMAT as POSITIONS_FORMAT
 from gesture_jax.motion.positions import PositionPipeline
+from gesture_jax.storage import Path
 
 __all__ = ["REPRESENTATIONS", "Pipeline", "pipeline_from_config", "load_pipeline", "representation_name"]
 

@@ -14,11 +14,11 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from gesture_jax import errors
+from gesture_jax.storage import Path
 from gesture_jax.training import verify
 
 _FINITE_ITEMS = ("params", "ema", "opt_state", "model_state")

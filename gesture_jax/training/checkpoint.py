@@ -27,10 +27,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
 import sys
 import time
-from pathlib import Path
+from gesture_jax import storage
 from typing import Any
 
 import jax
@@ -39,6 +38,7 @@ from etils import epath
 
 from gesture_jax.errors import UserError
 from gesture_jax.parallel import distributed
+from gesture_jax.storage import Path
 from gesture_jax.training import verify
 from gesture_jax.training.state import TrainState
 
@@ -118,7 +118,7 @@ class Checkpointer:
     evaluation, ``training.check``) never write into a run's checkpoint directory."""
 
     def __init__(self, directory: str | Path, keep: int = 3, async_save: bool = True, writer: bool = False):
-        self.directory = Path(directory).absolute()
+        self.directory = storage.path(directory)
         self.keep, self.async_save = keep, async_save
         self._saving: int | None = None
         self._open()
@@ -276,8 +276,8 @@ class Checkpointer:
                 dest = dest_root / f"{step}-{int(time.time())}"
             src = self.directory / str(step)
             if src.exists():
-                shutil.move(str(src), str(dest))
-                (dest / "REJECTED.txt").write_text(why + "\n")
+                storage.move_tree(src, dest)
+                storage.write_atomic(dest / "REJECTED.txt", why + "\n")
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
             multihost_utils.sync_global_devices(f"reject_checkpoint_{step}")

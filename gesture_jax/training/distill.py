@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -45,6 +44,7 @@ from gesture_jax.errors import UserError
 from gesture_jax.models import diffusion
 from gesture_jax.parallel import sharding as shd
 from gesture_jax.sampling import samplers
+from gesture_jax.storage import Path
 from gesture_jax.training import optim
 from gesture_jax.training import step as step_lib
 

@@ -9,8 +9,9 @@ fresh optimizer state.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable
+
+from gesture_jax.storage import Path
 
 
 def write_stage(method: Any, cfg: Any, dims: Any, stage: str, workdir: Path,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -19,6 +18,7 @@ from flax import nnx
 from jax.sharding import SingleDeviceSharding
 
 from gesture_jax.errors import UserError
+from gesture_jax.storage import Path
 from gesture_jax.training import checkpoint as ckpt_lib
 from gesture_jax.training import state as state_lib
 from gesture_jax.training import verify

@@ -16,12 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import jax
@@ -31,10 +29,12 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from gesture_jax import storage
 from gesture_jax.errors import UserError
 from gesture_jax.parallel import distributed
 from gesture_jax.parallel import mesh as mesh_lib
 from gesture_jax.parallel import sharding as shd
+from gesture_jax.storage import Path
 from gesture_jax.training import checkpoint as ckpt_lib
 from gesture_jax.training import metrics as metrics_lib
 from gesture_jax.training import state as state_lib
@@ -168,7 +168,7 @@ def prepare_workdir(cfg: ml_collections.ConfigDict, workdir: Path, resuming: boo
                 f"{workdir} holds a run with a different model ({'; '.join(diffs)}); "
                 f"use a new --workdir or the original config")
     if distributed.is_primary():
-        cfg_path.write_text(json.dumps(new, indent=2) + "\n")
+        storage.write_atomic(cfg_path, json.dumps(new, indent=2) + "\n")
 
 
 def copy_data_description(data_out: Path, workdir: Path) -> None:
@@ -180,10 +180,10 @@ def copy_data_description(data_out: Path, workdir: Path) -> None:
     src_manifest = data_out / "manifest.json"
     if not src_manifest.exists():
         raise FileNotFoundError(f"{src_manifest} not found: run `python -m data_prep.prepare` first")
-    shutil.copy2(src_manifest, dst / "manifest.json")
+    storage.copy_file(src_manifest, dst / "manifest.json")
     pipe = data_out / "motion_pipeline"
     if pipe.is_dir():
-        shutil.copytree(pipe, dst / "motion_pipeline", dirs_exist_ok=True)
+        storage.copy_tree(pipe, dst / "motion_pipeline")
 
 
 def write_model_info(workdir: Path, state: state_lib.TrainState, mesh, extra: dict[str, Any]) -> None:
@@ -198,7 +198,7 @@ def write_model_info(workdir: Path, state: state_lib.TrainState, mesh, extra: di
     info = {"param_count": state_lib.count_params(state.params), "param_count_by_module": by_module,
             "mesh": {k: int(v) for k, v in mesh.shape.items()}, "num_devices": int(mesh.size),
             "num_processes": jax.process_count(), **extra, "param_shapes": shapes}
-    (workdir / "model_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    storage.write_atomic(workdir / "model_info.json", json.dumps(info, indent=2) + "\n")
 
 
 def run_training(cfg: ml_collections.ConfigDict, workdir: str | Path, *, model_fn: ModelFn,
@@ -212,8 +212,8 @@ def run_training(cfg: ml_collections.ConfigDict, workdir: str | Path, *, model_f
     own), config.json to the workdir. ``stop_after`` ends early after that many steps in this
     call (tests). ``init_weights`` = (params, model_state) a fresh run starts from instead of
     the random initialization (a student starts as its teacher); EMA starts there too."""
-    workdir = Path(workdir).absolute()
-    run_dir = Path(run_dir).absolute() if run_dir is not None else workdir
+    workdir = storage.path(workdir)
+    run_dir = storage.path(run_dir) if run_dir is not None else workdir
     tc = cfg.train
     mesh = mesh or mesh_lib.make_mesh(cfg.mesh.shape)
     local_bs = check_batch_layout(tc, mesh)
@@ -442,7 +442,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, stop_after: in
     from gesture_jax.data import pipeline
     from gesture_jax.methods import DataDims, MethodError, get_method, method_name
 
-    workdir = Path(workdir).absolute()
+    workdir = storage.path(workdir)
     try:
         method = get_method(method_name(cfg))
         stage = method.stage(cfg)
@@ -465,7 +465,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, *, stop_after: in
         raise TrainConfigError(str(e)) from None
     model_fn: ModelFn = lambda rngs: method.build_model(stage_cfg, dims, stage, rngs)
     loss_factory: LossFactory = lambda parts, mesh, csh: method.loss_fn(stage_cfg, stage, parts, mesh, csh, frozen)
-    copy_data_description(Path(cfg.data.out), workdir)
+    copy_data_description(storage.path(cfg.data.out), workdir)
 
     def train_iter_fn(local_bs: int, seed: int):
         return pipeline.make_iterator(cfg, "train", batch_size=local_bs, seed=seed)

@@ -6,7 +6,9 @@ values up to 3e38 and NaN. So every step gets ``checksums.json`` - the size and 
 each file under the step directory - written by the primary process after every process has
 finished writing and *before* Orbax renames the temporary directory to its step number
 (``AsyncOptions.post_finalization_callback``): a step never appears without its checksums,
-and a kill at any moment leaves either a complete, verifiable step or none.
+and a kill at any moment leaves either a complete, verifiable step or none. In a bucket,
+where nothing can be renamed, Orbax writes the step in place and marks it complete with
+``commit_success.txt``, again after this callback: the same guarantee.
 
 ``checkpoints/verification.json`` records from which step on the run wrote checksums, so
 that a run started before checksums existed keeps resuming from its older steps (reported
@@ -20,7 +22,8 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from gesture_jax import storage
+from gesture_jax.storage import Path
 
 CHECKSUMS = "checksums.json"
 POLICY = "verification.json"
@@ -56,7 +59,7 @@ class StepReport:
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage.path(path).open("rb") as f:
         while b := f.read(_CHUNK):
             h.update(b)
     return h.hexdigest()
@@ -71,28 +74,23 @@ def _digest(path: Path, rel: str) -> dict:
             raise ValueError(f"{path}: not readable JSON ({e})") from e
         stable = {k: v for k, v in doc.items() if k not in _VOLATILE_KEYS} if isinstance(doc, dict) else doc
         return {"json_sha256": hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()}
-    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
+    return {"size": storage.size(path), "sha256": sha256_file(path)}
+
+
+def _rel(p: Path, step_dir: Path) -> str:
+    return os.fspath(p)[len(os.fspath(step_dir)):].lstrip("/")
 
 
 def _files(step_dir: Path) -> list[Path]:
-    out = []
-    for root, _, names in os.walk(step_dir):
-        for n in names:
-            p = Path(root) / n
-            if p.relative_to(step_dir).as_posix() != CHECKSUMS:
-                out.append(p)
-    return sorted(out)
+    return [p for p in storage.walk_files(step_dir) if _rel(p, step_dir) != CHECKSUMS]
 
 
 def write_checksums(step_dir: str | os.PathLike) -> dict:
     """Hash every file under ``step_dir`` into ``step_dir/checksums.json`` (atomic write)."""
-    step_dir = Path(step_dir)
-    files = {p.relative_to(step_dir).as_posix(): _digest(p, p.relative_to(step_dir).as_posix())
-             for p in _files(step_dir)}
+    step_dir = storage.path(step_dir)
+    files = {_rel(p, step_dir): _digest(p, _rel(p, step_dir)) for p in _files(step_dir)}
     doc = {"version": 1, "algorithm": "sha256", "files": files}
-    tmp = step_dir / f"{CHECKSUMS}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(doc, indent=0, sort_keys=True) + "\n")
-    os.replace(tmp, step_dir / CHECKSUMS)
+    storage.write_atomic(step_dir / CHECKSUMS, json.dumps(doc, indent=0, sort_keys=True) + "\n")
     return doc
 
 
@@ -102,7 +100,7 @@ def verify_step(step_dir: str | os.PathLike, *, required: bool = True) -> StepRe
     ``required=False`` (a step older than the run's verification policy) accepts a step
     without checksums as unverified; a step that has them is always checked.
     """
-    step_dir = Path(step_dir)
+    step_dir = storage.path(step_dir)
     step = int(step_dir.name) if step_dir.name.isdigit() else -1
     rep = StepReport(step=step, path=step_dir, ok=False)
     if not step_dir.is_dir():
@@ -134,7 +132,7 @@ def verify_step(step_dir: str | os.PathLike, *, required: bool = True) -> StepRe
             if not same:
                 rep.problems.append(f"{p}: contents changed since it was saved (sha256 mismatch)")
             continue
-        size = p.stat().st_size
+        size = storage.size(p)
         if size != want["size"]:
             rep.problems.append(f"{p}: {size} bytes, {want['size']} when saved (truncated or overwritten)")
         elif sha256_file(p) != want["sha256"]:
@@ -146,7 +144,7 @@ def verify_step(step_dir: str | os.PathLike, *, required: bool = True) -> StepRe
 # ----------------------------------------------------------------------- run policy
 def read_policy(ckpt_dir: Path) -> int | None:
     """First step that must carry checksums, or None when the run never kept them."""
-    p = Path(ckpt_dir) / POLICY
+    p = storage.path(ckpt_dir) / POLICY
     if not p.is_file():
         return None
     try:
@@ -161,16 +159,14 @@ def ensure_policy(ckpt_dir: Path, existing_steps: list[int]) -> int:
     if since is not None:
         return since
     since = (max(existing_steps) + 1) if existing_steps else 0
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    tmp = ckpt_dir / f"{POLICY}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps({"algorithm": "sha256", "file": CHECKSUMS, "since_step": since}) + "\n")
-    os.replace(tmp, ckpt_dir / POLICY)
+    storage.write_atomic(storage.path(ckpt_dir) / POLICY,
+                         json.dumps({"algorithm": "sha256", "file": CHECKSUMS, "since_step": since}) + "\n")
     return since
 
 
 def verify_run_dir(ckpt_dir: str | os.PathLike, steps: list[int]) -> list[StepReport]:
     """Reports for ``steps`` of one checkpoint directory, newest first."""
-    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir = storage.path(ckpt_dir)
     since = read_policy(ckpt_dir)
     return [verify_step(ckpt_dir / str(s), required=since is not None and s >= since)
             for s in sorted(steps, reverse=True)]

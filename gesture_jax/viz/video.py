@@ -10,6 +10,8 @@ pace. The audio is muxed in the same ffmpeg call.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from gesture_jax import storage
 from gesture_jax.errors import UserError
 
 BACKGROUND = np.array([250, 250, 248], np.uint8)
@@ -169,26 +172,34 @@ def write_video(path: str | Path, positions: np.ndarray, parents: Sequence[int],
     The video is as long as the motion; audio longer than that is kept (players stop at the
     end of the longer stream), so a motion of floor(duration * fps) frames loses nothing.
     """
+    path = storage.path(path)
+    with storage.local_output(path) as local:   # ffmpeg writes a local file; a bucket gets it after
+        _encode(local, os.fspath(path), positions, parents, fps, audio, audio_sr, names, height, panel_width,
+                progress, crf)
+    return path
+
+
+def _encode(local: Path, label: str, positions, parents, fps, audio, audio_sr, names, height, panel_width,
+            progress, crf) -> None:
     import imageio_ffmpeg
     from tqdm import tqdm
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     positions = np.asarray(positions)
     n = positions.shape[0]
     h, w2 = height - height % 2, 2 * (panel_width - panel_width % 2)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w2}x{h}", "-r", f"{fps}", "-i", "-"]
         if audio is not None:
-            apath = Path(audio) if isinstance(audio, (str, Path)) else _write_temp_wav(audio, audio_sr, Path(tmp))
+            apath = (stack.enter_context(storage.local_copy(audio)) if isinstance(audio, (str, os.PathLike))
+                     else _write_temp_wav(audio, audio_sr, Path(tmp)))
             cmd += ["-i", str(apath), "-c:a", "aac", "-b:a", "128k"]
         cmd += ["-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p",
-                "-movflags", "+faststart", str(path)]
+                "-movflags", "+faststart", str(local)]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             frames = render_frames(positions, parents, names=names, height=height, panel_width=panel_width)
-            for img in tqdm(frames, total=n, desc=f"video {path.name}", unit="frame", disable=not progress):
+            for img in tqdm(frames, total=n, desc=f"video {os.path.basename(label)}", unit="frame", disable=not progress):
                 proc.stdin.write(img.tobytes())
             proc.stdin.close()
         except BrokenPipeError:
@@ -196,8 +207,7 @@ def write_video(path: str | Path, positions: np.ndarray, parents: Sequence[int],
         err = proc.stderr.read().decode(errors="replace")
         rc = proc.wait()
     if rc != 0:
-        raise VideoError(f"ffmpeg failed writing {path} (exit {rc}): {err.strip()[-2000:]}")
-    return path
+        raise VideoError(f"ffmpeg failed writing {label} (exit {rc}): {err.strip()[-2000:]}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -8,7 +8,7 @@ Loading needs only JAX/Flax/Orbax (no torch), so feature extraction runs anywher
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from gesture_jax import storage
 from typing import Any, Mapping
 
 import jax
@@ -19,6 +19,7 @@ from flax import nnx
 from gesture_jax.audio.wavlm.config import WavLMConfig
 from gesture_jax.audio.wavlm.model import WavLM
 from gesture_jax.errors import UserError
+from gesture_jax.storage import Path
 
 CONFIG_NAME = "config.json"
 PARAMS_NAME = "params"
@@ -63,7 +64,7 @@ def save_checkpoint(out_dir: str | Path, cfg: WavLMConfig, params: Mapping[str, 
     """Write config.json and the Orbax params tree; refuses to overwrite unless asked."""
     import orbax.checkpoint as ocp
 
-    out = Path(out_dir).expanduser().resolve()
+    out = storage.path(out_dir)
     model_from_params(cfg, params)  # validates the tree against the config before writing anything
     if (out / PARAMS_NAME).exists() and not overwrite:
         raise CheckpointError(f"{out}: already holds a converted checkpoint (pass overwrite=True / --overwrite)")
@@ -78,7 +79,7 @@ def save_checkpoint(out_dir: str | Path, cfg: WavLMConfig, params: Mapping[str, 
 
 
 def load_config(ckpt_dir: str | Path) -> WavLMConfig:
-    p = Path(ckpt_dir).expanduser() / CONFIG_NAME
+    p = storage.path(ckpt_dir) / CONFIG_NAME
     if not p.exists():
         raise CheckpointError(f"{Path(ckpt_dir)}: no {CONFIG_NAME}; convert weights first with "
                               "`python -m data_prep.convert_wavlm --source=... --out=DIR`")
@@ -92,7 +93,7 @@ def load_checkpoint(ckpt_dir: str | Path) -> WavLM:
     """Restore a converted WavLM (Flax module with weights) from CKPT_DIR; no torch needed."""
     import orbax.checkpoint as ocp
 
-    d = Path(ckpt_dir).expanduser().resolve()
+    d = storage.path(ckpt_dir)
     cfg = load_config(d)
     if not (d / PARAMS_NAME).exists():
         raise CheckpointError(f"{d}: no {PARAMS_NAME}/ directory (incomplete conversion?)")
@@ -110,4 +111,4 @@ def load_checkpoint(ckpt_dir: str | Path) -> WavLM:
 
 def read_metadata(ckpt_dir: str | Path) -> dict[str, Any]:
     """The whole config.json (config, source, parameter count) for logs and manifests."""
-    return json.loads((Path(ckpt_dir).expanduser() / CONFIG_NAME).read_text())
+    return json.loads((storage.path(ckpt_dir) / CONFIG_NAME).read_text())

@@ -10,8 +10,9 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
-from pathlib import Path
 from typing import Any, Mapping
+
+from gesture_jax.storage import Path
 
 FEAT_EXTRACT_NORMS = ("group", "layer")
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish")

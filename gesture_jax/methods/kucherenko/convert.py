@@ -66,12 +66,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from gesture_jax import storage
 from gesture_jax.foreign import ForeignCheckpointError
 from gesture_jax.foreign.keras_hdf5 import read_keras_hdf5
 from gesture_jax.foreign.sniff import file_info
@@ -115,7 +115,7 @@ def convert(cfg: Any, workdir: str | Path, *, speech: str | Path, autoencoder: s
     from gesture_jax.methods import DataDims, get_method, method_name
     from gesture_jax.motion.representations import load_pipeline
 
-    workdir = Path(workdir)
+    workdir = storage.path(workdir)   # the run may go to a bucket; the source files are read locally
     if (workdir / "config.json").exists() or (workdir / "stages").exists():
         raise ConversionError(f"{workdir}: already holds a run (config.json / stages/); conversion writes a new "
                               f"workdir only")
@@ -146,7 +146,7 @@ def convert(cfg: Any, workdir: str | Path, *, speech: str | Path, autoencoder: s
             raise ConversionError(f"{speech}: SpeechE outputs {sw.n_output} values ({sw.sources['out.kernel']}) but "
                                   f"the autoencoder's code has {ae.code_dim} ({ae.sources['encoder.kernel']})")
 
-    data_out = Path(data if data is not None else cfg.data.out)
+    data_out = storage.path(data if data is not None else cfg.data.out)
     context = ka.context
     if sw.context_frames is not None:
         if sw.context_frames % 2 != 1:
@@ -227,7 +227,7 @@ def convert(cfg: Any, workdir: str | Path, *, speech: str | Path, autoencoder: s
             _verify(workdir, expected)
     except BaseException:
         if created:
-            shutil.rmtree(workdir, ignore_errors=True)
+            storage.remove_tree(workdir)
         raise
     for w in summary["warnings"]:
         log(f"warning: {w}")
@@ -258,7 +258,7 @@ def _write_workdir(method, cfg, dims, workdir: Path, data_out: Path, expected, s
                      lambda model, a=expected[stage], s=sources, w=where: assign(model, a, s, w),
                      {**base, "stage": stage})
         log(f"{stage}: {method.stage_dir(workdir, stage) / 'checkpoints' / '0'}")
-    (workdir / "conversion.json").write_text(json.dumps(summary, indent=1) + "\n")
+    storage.write_atomic(workdir / "conversion.json", json.dumps(summary, indent=1) + "\n")
 
 
 def _verify(workdir: Path, expected: dict[str, dict[str, np.ndarray]]) -> None:

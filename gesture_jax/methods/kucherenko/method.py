@@ -28,7 +28,6 @@ at M = 0, which only feeds constants through the autoencoder.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import jax
@@ -41,6 +40,7 @@ from gesture_jax.audio.context import context_windows
 from gesture_jax.methods.base import DataDims, Method, MethodError
 from gesture_jax.methods.kucherenko import losses
 from gesture_jax.methods.kucherenko.model import MotionAutoencoder, SpeechEncoder
+from gesture_jax.storage import Path
 
 AE, SPEECH = "autoencoder", "speech"
 REFERENCE_FRAME, REFERENCE_CODE = 384, 325   # the reference's frame and code sizes (README §4)

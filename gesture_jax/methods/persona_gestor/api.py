@@ -19,12 +19,12 @@ cache it as the reference's sampler does.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gesture_jax.errors import UserError
+from gesture_jax.storage import Path
 
 
 class ReferenceCallError(UserError, ValueError):

@@ -39,13 +39,14 @@ and the run's checkpoint keeps weights only (train starts a fresh optimizer from
 """
 from __future__ import annotations
 
+import io
 import json
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from gesture_jax import storage
 from gesture_jax.errors import UserError
 from gesture_jax.methods.persona_gestor import reference as ref_lib
 from gesture_jax.methods.persona_gestor.reference import ReferenceMismatch
@@ -110,7 +111,7 @@ def import_reference(cfg: Any, workdir: str | Path, *, ckpt: str | Path, data: s
     from gesture_jax.methods import DataDims, get_method, method_name
     from gesture_jax.models import diffusion
 
-    workdir, ckpt = Path(workdir), Path(ckpt)
+    workdir, ckpt = storage.path(workdir), Path(ckpt)   # the run may go to a bucket; the file is read locally
     if (workdir / "config.json").exists() or (workdir / "checkpoints").exists():
         raise ImportReferenceError(f"{workdir}: already holds a run (config.json / checkpoints/); the importer writes a "
                            f"new workdir only")
@@ -171,7 +172,7 @@ def import_reference(cfg: Any, workdir: str | Path, *, ckpt: str | Path, data: s
             _verify(workdir, crcs, table)
     except BaseException:
         if created:
-            shutil.rmtree(workdir, ignore_errors=True)
+            storage.remove_tree(workdir)
         raise
     return summary
 
@@ -200,7 +201,7 @@ def _motion_description(cfg, imp: ref_lib.Imported, data, scalers, ckpt: Path):
         raise ImportReferenceError("no motion description: give --scalers=FOLDER (the authors' data_pipe_*fps.sav "
                                    "and output_scaler.sav: their feature order and statistics) or --data=PREPARED "
                                    "(a dataset prepared here: our feature order, for networks trained on it)")
-    data_out = Path(data)
+    data_out = storage.path(data)
     try:
         manifest = manifest_lib.read_manifest(data_out)
     except (manifest_lib.ManifestError, OSError) as e:
@@ -326,18 +327,19 @@ def _write(method, cfg, dims, workdir: Path, data_dir, manifest, imp, table, sum
         from gesture_jax.data.manifest import PIPELINE_DIR
         from gesture_jax.methods.persona_gestor.reference_sampling import INPUT_SCALER
         manifest, pipeline, wave_scaler = manifest
-        (workdir / "data").mkdir(parents=True, exist_ok=True)
-        (workdir / "data" / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        storage.write_atomic(workdir / "data" / "manifest.json", json.dumps(manifest, indent=1) + "\n")
         pipeline.save(workdir / "data" / PIPELINE_DIR)
         if wave_scaler is not None:
-            np.savez(workdir / "data" / INPUT_SCALER, mean=wave_scaler[0], scale=wave_scaler[1])
+            buf = io.BytesIO()
+            np.savez(buf, mean=wave_scaler[0], scale=wave_scaler[1])
+            storage.write_atomic(workdir / "data" / INPUT_SCALER, buf.getvalue())
     extra = {"method": METHOD, "motion_dim": dims.motion_dim, "audio_dim": dims.audio_dim, "seq_len": dims.window,
              "converted_from": summary["sources"]}
     crcs: dict[tuple, int] = {}
     write_stage(method, cfg, dims, "main", workdir,
                 lambda model: crcs.update(fill_model(model, imp.arrays, table, consume=True)), extra,
                 fills_everything=True)   # _check_shapes: every parameter and statistic comes from the file
-    (workdir / "conversion.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    storage.write_atomic(workdir / "conversion.json", json.dumps(summary, indent=1, default=str) + "\n")
     log(f"checkpoint: {workdir / 'checkpoints' / '0'}")
     return crcs
 

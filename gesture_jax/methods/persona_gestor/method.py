@@ -10,7 +10,6 @@ parity checks (api.py) and its own sampling procedure (reference_sampling.py,
 ``generate --reference_sampling``)."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 import ml_collections
@@ -19,6 +18,7 @@ from flax import nnx
 
 from gesture_jax.methods.base import DataDims, Method
 from gesture_jax.methods.students import DISTILL, StudentStage
+from gesture_jax.storage import Path
 
 
 class PersonaGestor(StudentStage, Method):

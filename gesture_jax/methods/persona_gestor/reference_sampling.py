@@ -23,14 +23,15 @@ overlapping windows at any frame) keep one unscaled pass over the whole file.
 """
 from __future__ import annotations
 
+import io
 import sys
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from gesture_jax.sampling.options import GenerateError, SamplingOptions
+from gesture_jax.storage import Path
 
 
 def check_options(bundle, opts: SamplingOptions) -> dict[str, Any]:
@@ -68,7 +69,7 @@ def input_scaler(bundle) -> tuple[np.ndarray, np.ndarray] | None:
     path = None if wd is None else Path(wd) / "data" / INPUT_SCALER
     if path is None or not path.is_file():
         return None
-    with np.load(path, allow_pickle=False) as z:
+    with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as z:
         return np.asarray(z["mean"], np.float32), np.asarray(z["scale"], np.float32)
 
 
